@@ -1,0 +1,49 @@
+"""Dashboard entry point: page setup and navigation (``streamlit run app.py``)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pipeline import __version__
+from pipeline.labels import LOCATIONS, MODALITIES
+
+st.set_page_config(page_title="Aneurysm Detection", page_icon=":material/neurology:", layout="wide")
+
+
+def home() -> None:
+    st.title("Intracranial aneurysm detection")
+    st.markdown(
+        "A 3D convolutional network that looks for brain aneurysms in angiography and MRI "
+        "series (CTA, MRA, MRI T2, MRI T1 post-contrast), from the raw DICOM files to the "
+        "14 probabilities of the RSNA Intracranial Aneurysm Detection challenge."
+    )
+    st.info(
+        "The built-in demo data are **synthetic phantoms**: computer-generated heads written as "
+        "real DICOM files. They are not patients, and results on them say nothing about "
+        "clinical performance.",
+        icon=":material/info:",
+    )
+    left, right = st.columns(2)
+    with left:
+        st.subheader("What it does")
+        st.markdown(
+            "- **Reads DICOM series** of any plane (axial, coronal, sagittal, oblique), "
+            "single- or multi-frame, compressed or not, with exact patient geometry.\n"
+            "- **Preprocesses** every series the same way: canonical orientation, "
+            "0.8 mm isotropic voxels, cropped to the head, intensities normalised per modality.\n"
+            "- **Builds** 48-voxel training cubes, **trains** a 3D residual network and "
+            "**predicts** aneurysm presence and location, from this dashboard or the command line."
+        )
+    with right:
+        st.subheader("What it predicts")
+        st.caption(f"Modalities: {', '.join(MODALITIES)}")
+        st.dataframe(
+            {"Location": list(LOCATIONS) + ["Aneurysm Present"]},
+            hide_index=True,
+            height=300,
+        )
+    st.caption(f"Version {__version__}")
+
+
+navigation = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)])
+navigation.run()

@@ -1,0 +1,1 @@
+"""What the dashboard pages share: cached loaders, figures, widgets, session state."""

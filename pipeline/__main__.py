@@ -1,0 +1,88 @@
+"""Command line: ``python -m pipeline COMMAND ...`` (``--help`` lists the commands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from pipeline.errors import IngestError
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from pipeline.dicom import scan
+
+    result = scan(args.path)
+    if args.json:
+        print(json.dumps({"series": [vars(s) | {"files": len(s.files)} for s in result.series],
+                          "skipped": result.skipped}))
+        return 0
+    if not result.series:
+        print("No DICOM image series found.", file=sys.stderr)
+        return 2
+    for series in result.series:
+        print(series.describe())
+    if result.skipped:
+        print(f"({len(result.skipped)} file(s) left aside, first: {result.skipped[0]})")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from pipeline.dicom import load_series
+    from pipeline.preprocess import preprocess
+
+    start = time.perf_counter()
+    volume = load_series(args.path, series_uid=args.series)
+    read = time.perf_counter()
+    processed = preprocess(volume)
+    done = time.perf_counter()
+    report = {
+        "series_uid": volume.series_uid,
+        "modality": volume.modality,
+        "plane": volume.info["plane"],
+        "source_shape": list(volume.shape),
+        "source_spacing_mm": [round(s, 4) for s in volume.spacing],
+        "source_orientation": volume.orientation,
+        "processed_shape": list(processed.shape),
+        "processed_spacing_mm": [round(s, 4) for s in processed.spacing],
+        "processed_orientation": processed.orientation,
+        "seconds": {"read": round(read - start, 3), "preprocess": round(done - read, 3)},
+        "warnings": processed.warnings,
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, value in report.items():
+            print(f"{key:>22}: {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    scan = commands.add_parser("scan", help="list the DICOM series in a folder or file (headers only)")
+    scan.add_argument("path")
+    scan.add_argument("--json", action="store_true", help="one JSON object on standard output")
+    scan.set_defaults(handler=_scan)
+
+    inspect = commands.add_parser("inspect", help="read one series, preprocess it and describe the result")
+    inspect.add_argument("path")
+    inspect.add_argument("--series", help="SeriesInstanceUID, when the path holds several series")
+    inspect.add_argument("--json", action="store_true", help="one JSON object on standard output")
+    inspect.set_defaults(handler=_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except IngestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Set up and run the project with nothing but Python 3.11+.
+
+    python3 run.py app     # start the dashboard on the built-in demo data
+    python3 run.py test    # run the whole test suite
+
+Each command creates the virtual environment ``.venv`` on first use and installs
+the pinned requirements (again only when a requirements file changes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("ANEURYSM_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+
+
+def ensure_environment(requirements: str) -> None:
+    """Create the venv and install ``requirements`` unless already done for these files."""
+    files = [ROOT / requirements] + ([ROOT / "requirements.txt"] if requirements != "requirements.txt" else [])
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
+    stamp = VENV / f".installed-{requirements}-{digest}"
+    if stamp.exists():
+        return
+    if not PYTHON.exists():
+        print(f"Creating the virtual environment in {VENV} ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print(f"Installing {requirements} ...", flush=True)
+    pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run(pip + ["-r", str(ROOT / requirements)], check=True)
+    for old in VENV.glob(f".installed-{requirements}-*"):
+        old.unlink()
+    stamp.touch()
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else ""
+    extra = argv[1:]
+    os.chdir(ROOT)
+    if command == "app":
+        ensure_environment("requirements.txt")
+        args = ["-m", "streamlit", "run", "app.py", "--server.headless", "true", *extra]
+    elif command == "test":
+        ensure_environment("requirements-dev.txt")
+        args = ["-m", "pytest", *extra]
+    else:
+        print(__doc__)
+        return 2
+    return subprocess.call([str(PYTHON), *args])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
