@@ -12,8 +12,10 @@ groups), and an irregular stack is resampled on its true slice positions.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import warnings as python_warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +88,18 @@ def _items(source: Source) -> list[_Item]:
 
 class _FileProblem(Exception):
     """A file of a series that cannot be used; becomes a warning unless all files fail."""
+
+
+def _quiet(function):
+    """Silence pydicom's warnings about odd header values: the reader reports what matters."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with python_warnings.catch_warnings():
+            python_warnings.simplefilter("ignore")
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 def _read(item: _Item, stop_before_pixels: bool) -> Dataset | None:
@@ -202,6 +216,7 @@ def _describe_group(uid: str, members: list[tuple[_Item, Dataset]]) -> SeriesInf
     )
 
 
+@_quiet
 def scan(source: Source) -> ScanResult:
     """Group the DICOM files of a source into series without decoding pixels.
 
@@ -377,10 +392,6 @@ def _frames_of(file_index: int, ds: Dataset) -> list[_Frame | None]:
 
 def _decode(item: _Item, ds: Dataset) -> np.ndarray:
     """All frames of a file as an array (frames, rows, columns), raw stored values."""
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if samples != 1 or photometric in ("PALETTE COLOR", "RGB") or photometric.startswith("YBR"):
-        raise _FileProblem(f"{item.name} is a colour image ({photometric}); only greyscale CT/MR is supported.")
     rows, columns, n = int(ds.Rows), int(ds.Columns), _n_frames(ds)
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if syntax in _NATIVE_LITTLE_ENDIAN:
@@ -424,6 +435,7 @@ def _decode_native(item: _Item, ds: Dataset, rows: int, columns: int, n: int) ->
 # Building the volume
 
 
+@_quiet
 def load_series(
     source: Source,
     *,
@@ -469,6 +481,7 @@ def load_series(
             f"The series is too large: {total:,} voxels in its headers, above the limit of {max_voxels:,}."
         )
 
+    members = _greyscale_only(members, warnings)
     members, duplicates = _drop_repeated_files(members)
     if duplicates:
         warnings.append(f"{duplicates} file(s) appeared twice (same SOPInstanceUID) and were read once.")
@@ -486,6 +499,21 @@ def _skipped_warnings(skipped: list[str]) -> list[str]:
     if len(skipped) <= 3:
         return [f"Left out: {s}" for s in skipped]
     return [f"Left out {len(skipped)} files that are not DICOM images (first: {skipped[0]})"]
+
+
+def _greyscale_only(members: list[tuple[_Item, Dataset]], warnings: list[str]) -> list[tuple[_Item, Dataset]]:
+    kept, colour = [], []
+    for item, ds in members:
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+        if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or not photometric.startswith("MONOCHROME"):
+            colour.append(f"{item.name} is a colour image ({photometric}); only greyscale CT and MR are supported.")
+        else:
+            kept.append((item, ds))
+    if colour and not kept:
+        raise IngestError(colour[0])
+    if colour:
+        warnings.append(f"{len(colour)} colour image(s) were left out (first: {colour[0]})")
+    return kept
 
 
 def _drop_repeated_files(members: list[tuple[_Item, Dataset]]) -> tuple[list[tuple[_Item, Dataset]], int]:

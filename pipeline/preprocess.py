@@ -79,7 +79,7 @@ class Reorient:
             itertools.permutations(range(3)),
             key=lambda p: sum(abs(directions[target_axes[i], p[i]]) for i in range(3)),
         )
-        array = volume.array.transpose(order)
+        array = volume.array if order == (0, 1, 2) else volume.array.transpose(order)
         mapping = np.zeros((4, 4))
         mapping[3, 3] = 1.0
         flips = []

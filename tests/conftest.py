@@ -1,0 +1,117 @@
+"""Shared test helpers: pydicom's real scanner files and synthetic series."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from pipeline.dicomwriter import SeriesGeometry, SeriesHeader, derived_uid, write_series
+
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+# Direction cosines (row, column) of the acquisition planes, in LPS.
+PLANES = {
+    "axial": ((1, 0, 0), (0, 1, 0)),
+    "coronal": ((1, 0, 0), (0, 0, -1)),
+    "sagittal": ((0, 1, 0), (0, 0, -1)),
+}
+
+
+def oblique_cosines(angles_deg=(25.0, -15.0, 10.0)):
+    """Row and column cosines of an axial plane rotated about x, y, then z."""
+    a, b, c = np.radians(angles_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    rotation = rz @ ry @ rx
+    return tuple(rotation[:, 0]), tuple(rotation[:, 1])
+
+
+def ramp_pixels(n: int, rows: int, columns: int, seed: int = 0) -> np.ndarray:
+    """Distinct, recognisable int16 slices: slice k has a plateau of value 100*k."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(-50, 50, size=(n, rows, columns)).astype(np.int16)
+    for k in range(n):
+        pixels[k, rows // 4 : rows // 2, columns // 3 :] += np.int16(100 * (k + 1))
+    return pixels
+
+
+def pydicom_file(name: str) -> Path:
+    path = PYDICOM_FILES / name
+    assert path.exists(), f"pydicom test file {name} missing"
+    return path
+
+
+def two_slice_copy(source: Path, folder: Path, step_mm: float = 2.0) -> list[Path]:
+    """A 2-slice series from one real file: the original and a copy moved along the normal.
+
+    The pixel data (compressed or not) are kept byte for byte.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    ds = pydicom.dcmread(source)
+    iop = np.array(ds.ImageOrientationPatient, dtype=float)
+    normal = np.cross(iop[:3], iop[3:])
+    paths = []
+    for k in range(2):
+        copy_ds = copy.deepcopy(ds)
+        copy_ds.SOPInstanceUID = derived_uid(source.name, k)
+        copy_ds.file_meta.MediaStorageSOPInstanceUID = copy_ds.SOPInstanceUID
+        copy_ds.ImagePositionPatient = [f"{v:.4f}" for v in np.array(ds.ImagePositionPatient, float) + k * step_mm * normal]
+        path = folder / f"{k}.dcm"
+        copy_ds.save_as(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def write(tmp_path):
+    """Write a synthetic series into a fresh folder; returns (folder, pixels, geometry)."""
+    counter = iter(range(10_000))
+
+    def _write(
+        plane="axial",
+        n=6,
+        rows=24,
+        columns=20,
+        pixel_spacing=(0.5, 0.7),
+        slice_spacing=1.5,
+        origin=(10.0, -20.0, 30.0),
+        modality="CT",
+        pixels=None,
+        positions=None,
+        **kwargs,
+    ):
+        row, column = PLANES[plane] if isinstance(plane, str) else plane
+        geometry = SeriesGeometry.regular(n, row, column, pixel_spacing, slice_spacing, origin)
+        if positions is not None:
+            geometry.positions = np.asarray(positions, dtype=float)
+        pixels = ramp_pixels(len(geometry.positions), rows, columns) if pixels is None else pixels
+        index = next(counter)
+        folder = tmp_path / f"series{index}"
+        header = kwargs.pop("header", None) or SeriesHeader(modality=modality)
+        write_series(folder, pixels, geometry, header, seed=(plane, index), **kwargs)
+        return folder, pixels, geometry
+
+    return _write
+
+
+def make_volume(array, spacing=(1.0, 1.0, 1.0), modality="CT", affine=None, origin=(0.0, 0.0, 0.0)):
+    """An in-memory `Volume` (no source images), canonical (z, y, x -> S, P, L) unless an affine is given."""
+    from pipeline.volume import Volume
+
+    if affine is None:
+        affine = np.eye(4)
+        affine[:3, :3] = 0.0
+        affine[2, 0], affine[1, 1], affine[0, 2] = spacing
+        affine[:3, 3] = origin
+    return Volume(np.asarray(array, dtype=np.float32), np.asarray(affine, float), modality, "1.2.3")
+
+
+def patient_grid(volume):
+    """Patient coordinates of every voxel centre, shape (z, y, x, 3)."""
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in volume.shape], indexing="ij"), axis=-1)
+    return volume.voxel_to_patient(index.reshape(-1, 3)).reshape(*volume.shape, 3)
