@@ -36,6 +36,16 @@ Source = Union[PathLike, Sequence[PathLike], Sequence[tuple[str, bytes]]]
 #: 2**29 voxels is 2 GiB as float32, about 2000 slices of 512 x 512.
 DEFAULT_MAX_VOXELS = 2**29
 
+#: The only elements parsed (private and other tags are skipped, which is faster).
+_TAGS = [
+    "SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "Modality", "ImageType", "InstanceNumber",
+    "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "PhotometricInterpretation",
+    "BitsAllocated", "BitsStored", "PixelRepresentation", "RescaleSlope", "RescaleIntercept",
+    "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "SliceThickness",
+    "SpacingBetweenSlices", "GridFrameOffsetVector", "SharedFunctionalGroupsSequence",
+    "PerFrameFunctionalGroupsSequence", "PixelData",
+]
+_TAG_NUMBERS = [pydicom.tag.Tag(keyword) for keyword in _TAGS]  # converted once, not per file
 _SAME_ORIENTATION_COS = np.cos(np.radians(1.0))
 _NATIVE_LITTLE_ENDIAN = {
     pydicom.uid.ImplicitVRLittleEndian,
@@ -107,11 +117,11 @@ def _read(item: _Item, stop_before_pixels: bool) -> Dataset | None:
     try:
         with item.open() as fp:
             try:
-                return pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels)
+                return pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, specific_tags=_TAG_NUMBERS)
             except InvalidDicomError:
                 # No preamble: accept only if it parses to something image-like.
                 fp.seek(0)
-                ds = pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, force=True)
+                ds = pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, force=True, specific_tags=_TAG_NUMBERS)
                 return ds if "SOPClassUID" in ds or "Rows" in ds else None
     except (InvalidDicomError, EOFError):
         return None
@@ -248,6 +258,7 @@ class _Frame:
     intercept: float
     is_localizer: bool
     instance_number: int
+    size: tuple[int, int]
 
 
 def _n_frames(ds: Dataset) -> int:
@@ -257,7 +268,16 @@ def _n_frames(ds: Dataset) -> int:
         return 1
 
 
+def _raw(ds: Dataset, keyword: str):
+    """Value of an element without pydicom's conversion (bytes for a not-yet-parsed
+    text element: much faster for the few numbers read from every file)."""
+    element = ds.get_item(keyword) if keyword in ds else None
+    return None if element is None else element.value
+
+
 def _floats(value, count: int) -> np.ndarray | None:
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).strip(b"\x00 ").split(b"\\")
     try:
         array = np.asarray([float(v) for v in value], dtype=np.float64)
     except (TypeError, ValueError):
@@ -274,7 +294,7 @@ def _group_value(groups: Iterable[Dataset | None], sequence: str, keyword: str):
             continue
         items = group[sequence].value
         if items and keyword in items[0]:
-            return items[0][keyword].value
+            return _raw(items[0], keyword)
     return None
 
 
@@ -306,9 +326,9 @@ def _frame_geometries(ds: Dataset) -> list[SourceImage | None]:
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     per_frame = per_frame if per_frame is not None and len(per_frame) == n else [None] * n
 
-    top_iop = _floats(ds.get("ImageOrientationPatient"), 6)
-    top_ipp = _floats(ds.get("ImagePositionPatient"), 3)
-    top_spacing = _floats(ds.get("PixelSpacing"), 2)
+    top_iop = _floats(_raw(ds, "ImageOrientationPatient"), 6)
+    top_ipp = _floats(_raw(ds, "ImagePositionPatient"), 3)
+    top_spacing = _floats(_raw(ds, "PixelSpacing"), 2)
     offsets = _stack_offsets(ds, n)
 
     geometries: list[SourceImage | None] = []
@@ -322,9 +342,10 @@ def _frame_geometries(ds: Dataset) -> list[SourceImage | None]:
         if cosines is None:
             geometries.append(None)
             continue
-        if ipp is None and top_ipp is not None and (n == 1 or offsets is not None):
-            normal = np.cross(*cosines)
-            ipp = top_ipp + (offsets[index] if offsets is not None else 0.0) * normal
+        if ipp is None and top_ipp is not None and n == 1:
+            ipp = top_ipp
+        elif ipp is None and top_ipp is not None and offsets is not None:
+            ipp = top_ipp + offsets[index] * np.cross(*cosines)
         if ipp is None or spacing is None or np.any(spacing <= 0):
             geometries.append(None)
             continue
@@ -352,8 +373,7 @@ def _stack_offsets(ds: Dataset, n: int) -> np.ndarray | None:
     return None
 
 
-def _rescale(ds: Dataset, group: Dataset | None) -> tuple[float, float]:
-    shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
+def _rescale(ds: Dataset, group: Dataset | None, shared: Dataset | None) -> tuple[float, float]:
     values = []
     for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
         value = _group_value((group, shared), "PixelValueTransformationSequence", keyword)
@@ -375,14 +395,16 @@ def _frames_of(file_index: int, ds: Dataset) -> list[_Frame | None]:
     except (TypeError, ValueError):
         instance = 0
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
+    size = (int(ds.Rows), int(ds.Columns))
     frames: list[_Frame | None] = []
     for index, geometry in enumerate(_frame_geometries(ds)):
         if geometry is None:
             frames.append(None)
             continue
         group = per_frame[index] if per_frame is not None and len(per_frame) > index else None
-        slope, intercept = _rescale(ds, group)
-        frames.append(_Frame(file_index, index, geometry, slope, intercept, is_localizer, instance))
+        slope, intercept = _rescale(ds, group, shared)
+        frames.append(_Frame(file_index, index, geometry, slope, intercept, is_localizer, instance, size))
     return frames
 
 
@@ -549,24 +571,23 @@ def _stack_frames(members: list[tuple[_Item, Dataset]], warnings: list[str]) -> 
         frames = [f for f in frames if not f.is_localizer]
         warnings.append(f"{len(localizers)} localizer (scout) image(s) were left out.")
 
-    def size(f: _Frame) -> tuple[int, int]:
-        ds = members[f.file_index][1]
-        return int(ds.Rows), int(ds.Columns)
-
     def key(f: _Frame):
-        return size(f), tuple(np.round(np.concatenate([f.geometry.row_cosine, f.geometry.column_cosine]), 2))
+        return f.size, tuple(np.round(np.concatenate([f.geometry.row_cosine, f.geometry.column_cosine]), 2))
 
-    dominant_size, dominant_cosines = Counter(key(f) for f in frames).most_common(1)[0][0]
-    reference = frames[[key(f) for f in frames].index((dominant_size, dominant_cosines))].geometry
+    keys = [key(f) for f in frames]
+    dominant = Counter(keys).most_common(1)[0][0]
+    dominant_size = dominant[0]
+    reference = frames[keys.index(dominant)].geometry
     spacing = np.asarray(reference.pixel_spacing)
 
     def belongs(f: _Frame) -> bool:
         g = f.geometry
         return (
-            size(f) == dominant_size
+            f.size == dominant_size
             and g.row_cosine @ reference.row_cosine > _SAME_ORIENTATION_COS
             and g.column_cosine @ reference.column_cosine > _SAME_ORIENTATION_COS
-            and np.allclose(g.pixel_spacing, spacing, rtol=0.01)
+            and abs(g.pixel_spacing[0] - spacing[0]) <= 0.01 * spacing[0]
+            and abs(g.pixel_spacing[1] - spacing[1]) <= 0.01 * spacing[1]
         )
 
     kept = [f for f in frames if belongs(f)]
@@ -622,11 +643,15 @@ def _assemble(
     stack = [frames[i] for i in unique]
     positions = positions[unique]
 
-    array = np.empty((len(stack), *pixels[stack[0].file_index].shape[1:]), dtype=np.float32)
+    array = np.empty((len(stack), *stack[0].size), dtype=np.float32)
     for k, frame in enumerate(stack):
-        np.multiply(pixels[frame.file_index][frame.frame], frame.slope, out=array[k], casting="unsafe")
-        if frame.intercept:
-            array[k] += frame.intercept
+        array[k] = pixels[frame.file_index][frame.frame]
+    slopes = np.array([f.slope for f in stack], dtype=np.float32)[:, None, None]
+    intercepts = np.array([f.intercept for f in stack], dtype=np.float32)[:, None, None]
+    if np.any(slopes != 1):
+        array *= slopes
+    if np.any(intercepts != 0):
+        array += intercepts
 
     step_vector = _step_vector(stack, positions, reference, warnings)
     array, positions, spacing = _regular_slices(array, positions, warnings, max_voxels)

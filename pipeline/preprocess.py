@@ -150,10 +150,9 @@ class CropForeground:
         if count == 0:
             return None
         sizes = np.bincount(labels.ravel())[1:]
-        keep = np.flatnonzero(sizes >= 0.1 * sizes.max()) + 1
-        indices = np.argwhere(np.isin(labels, keep))
-        low = indices.min(axis=0) * stride
-        high = (indices.max(axis=0) + 1) * stride
+        boxes = [box for box, size in zip(ndimage.find_objects(labels), sizes) if size >= 0.1 * sizes.max()]
+        low = np.min([[s.start for s in box] for box in boxes], axis=0) * stride
+        high = np.max([[s.stop for s in box] for box in boxes], axis=0) * stride
         margin = np.ceil(self.margin_mm / spacing).astype(int)
         low = np.maximum(low - margin, 0)
         high = np.minimum(high + margin, volume.array.shape)
@@ -187,7 +186,10 @@ class Resample:
             )
         if np.allclose(factor, 1.0, atol=1e-4):
             return volume.replace(warnings=warnings, history=_record(volume, "resample", spacing=list(self.spacing)))
-        source = torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32))
+        array = volume.array.astype(np.float32, copy=False)
+        if any(stride < 0 for stride in array.strides):
+            array = np.ascontiguousarray(array)
+        source = torch.from_numpy(array)  # a cropped view is read in place, not copied
         with torch.no_grad():
             output = F.interpolate(
                 source[None, None],
