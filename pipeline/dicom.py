@@ -15,11 +15,13 @@ from __future__ import annotations
 import functools
 import io
 import os
+import struct
+from concurrent.futures import ThreadPoolExecutor
 import warnings as python_warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable, Sequence, Union
+from typing import BinaryIO, Iterable, NamedTuple, Sequence, Union
 
 import numpy as np
 import pydicom
@@ -46,6 +48,7 @@ _TAGS = [
     "PerFrameFunctionalGroupsSequence", "PixelData",
 ]
 _TAG_NUMBERS = [pydicom.tag.Tag(keyword) for keyword in _TAGS]  # converted once, not per file
+_READ_THREADS = min(4, os.cpu_count() or 1)
 _SAME_ORIENTATION_COS = np.cos(np.radians(1.0))
 _NATIVE_LITTLE_ENDIAN = {
     pydicom.uid.ImplicitVRLittleEndian,
@@ -112,17 +115,30 @@ def _quiet(function):
     return wrapper
 
 
-def _read(item: _Item, stop_before_pixels: bool) -> Dataset | None:
-    """Parse one file; None when it is not DICOM at all."""
+class _File(NamedTuple):
+    """A parsed header (pixels not read) and where its pixel data start."""
+
+    item: _Item
+    ds: Dataset
+    pixels_at: int  # offset of the PixelData element; -1: only a full pydicom read finds it
+
+
+_PIXEL_DATA_TAG = {True: b"\xe0\x7f\x10\x00", False: b"\x7f\xe0\x00\x10"}  # by little-endianness
+
+
+def _read(item: _Item) -> _File | None:
+    """Parse the header of one file (up to its pixel data); None when it is not DICOM."""
     try:
         with item.open() as fp:
             try:
-                return pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, specific_tags=_TAG_NUMBERS)
+                ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_TAG_NUMBERS)
             except InvalidDicomError:
                 # No preamble: accept only if it parses to something image-like.
                 fp.seek(0)
-                ds = pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, force=True, specific_tags=_TAG_NUMBERS)
-                return ds if "SOPClassUID" in ds or "Rows" in ds else None
+                ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True, specific_tags=_TAG_NUMBERS)
+                if "SOPClassUID" not in ds and "Rows" not in ds:
+                    return None
+            return _File(item, ds, _pixel_data_offset(fp, ds))
     except (InvalidDicomError, EOFError):
         return None
     except OSError as exc:
@@ -131,21 +147,41 @@ def _read(item: _Item, stop_before_pixels: bool) -> Dataset | None:
         return None
 
 
-def _read_all(items: list[_Item], stop_before_pixels: bool) -> tuple[list[tuple[_Item, Dataset]], list[str]]:
-    datasets, skipped = [], []
+def _pixel_data_offset(fp: BinaryIO, ds: Dataset) -> int | None:
+    """Where the header parse stopped, if the PixelData element starts there."""
+    if _syntax(ds) == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return -1  # the stream is compressed as a whole: offsets mean nothing
+    position = fp.tell()
+    little_endian = getattr(ds, "original_encoding", (None, True))[1] is not False
+    return position if fp.read(4) == _PIXEL_DATA_TAG[little_endian] else None
+
+
+def _syntax(ds: Dataset):
+    meta = getattr(ds, "file_meta", None)
+    return meta.get("TransferSyntaxUID") if meta is not None else None
+
+
+def _read_all(items: list[_Item]) -> tuple[list[_File], list[str]]:
+    """Headers of all image files, and one sentence per file left aside."""
+    files, skipped = [], []
     for item in items:
         try:
-            ds = _read(item, stop_before_pixels)
+            file = _read(item)
         except _FileProblem as exc:
             skipped.append(str(exc))
             continue
-        if ds is None:
+        if file is None:
             skipped.append(f"{item.name} is not a DICOM file.")
-        elif "Rows" not in ds or "Columns" not in ds or (not stop_before_pixels and "PixelData" not in ds):
+        elif file.pixels_at is None or not _positive(file.ds, "Rows") or not _positive(file.ds, "Columns"):
             skipped.append(f"{item.name} holds no image (no pixel data).")
         else:
-            datasets.append((item, ds))
-    return datasets, skipped
+            files.append(file)
+    return files, skipped
+
+
+def _positive(ds: Dataset, keyword: str) -> bool:
+    value = ds.get(keyword)
+    return isinstance(value, int) and value > 0
 
 
 def _no_images_error(items: list[_Item], skipped: list[str]) -> IngestError:
@@ -197,19 +233,19 @@ def _series_uid(ds: Dataset) -> str:
     return str(ds.get("SeriesInstanceUID", "") or "(no SeriesInstanceUID)")
 
 
-def _group_by_series(datasets: list[tuple[_Item, Dataset]]) -> dict[str, list[tuple[_Item, Dataset]]]:
-    groups: dict[str, list[tuple[_Item, Dataset]]] = {}
-    for item, ds in datasets:
-        groups.setdefault(_series_uid(ds), []).append((item, ds))
+def _group_by_series(files: list[_File]) -> dict[str, list[_File]]:
+    groups: dict[str, list[_File]] = {}
+    for file in files:
+        groups.setdefault(_series_uid(file.ds), []).append(file)
     return groups
 
 
-def _describe_group(uid: str, members: list[tuple[_Item, Dataset]]) -> SeriesInfo:
+def _describe_group(uid: str, members: list[_File]) -> SeriesInfo:
     first = members[0][1]
-    sizes = Counter((int(ds.Rows), int(ds.Columns)) for _, ds in members)
+    sizes = Counter((int(ds.Rows), int(ds.Columns)) for _, ds, _ in members)
     (rows, columns), _ = sizes.most_common(1)[0]
     planes = Counter()
-    for _, ds in members:
+    for _, ds, _ in members:
         for geometry in _frame_geometries(ds):
             if geometry is not None:
                 planes[plane_of_normal(np.cross(geometry.row_cosine, geometry.column_cosine))] += 1
@@ -218,11 +254,11 @@ def _describe_group(uid: str, members: list[tuple[_Item, Dataset]]) -> SeriesInf
         series_uid=uid,
         modality=str(first.get("Modality", "") or "unknown"),
         n_files=len(members),
-        n_images=sum(_n_frames(ds) for _, ds in members),
+        n_images=sum(_n_frames(ds) for _, ds, _ in members),
         rows=rows,
         columns=columns,
         plane=planes.most_common(1)[0][0] if planes else "unknown",
-        files=[item.name for item, _ in members],
+        files=[file.item.name for file in members],
     )
 
 
@@ -237,8 +273,8 @@ def scan(source: Source) -> ScanResult:
         The series found (largest first) and one sentence per file left aside.
     """
     items = _items(source)
-    datasets, skipped = _read_all(items, stop_before_pixels=True)
-    series = [_describe_group(uid, members) for uid, members in _group_by_series(datasets).items()]
+    files, skipped = _read_all(items)
+    series = [_describe_group(uid, members) for uid, members in _group_by_series(files).items()]
     series.sort(key=lambda s: (-s.n_images, s.series_uid))
     return ScanResult(series=series, skipped=skipped)
 
@@ -412,43 +448,63 @@ def _frames_of(file_index: int, ds: Dataset) -> list[_Frame | None]:
 # Pixel decoding
 
 
-def _decode(item: _Item, ds: Dataset) -> np.ndarray:
-    """All frames of a file as an array (frames, rows, columns), raw stored values."""
+def _decode(file: _File) -> np.ndarray:
+    """All frames of a file as an array (frames, rows, columns) of raw stored values.
+
+    Uncompressed little-endian pixels are read straight from the file into the
+    array; everything else (compressed, big-endian, deflated) goes through
+    pydicom's decoders on a full read of that one file.
+    """
+    item, ds = file.item, file.ds
     rows, columns, n = int(ds.Rows), int(ds.Columns), _n_frames(ds)
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if syntax in _NATIVE_LITTLE_ENDIAN:
-        raw = _decode_native(item, ds, rows, columns, n)
+    syntax = _syntax(ds)
+    native = syntax in _NATIVE_LITTLE_ENDIAN or (syntax is None and ds.original_encoding[1] is not False)
+    if native and file.pixels_at >= 0:
+        raw = _read_native(file, rows, columns, n)
         if raw is not None:
             return raw
     try:
-        array = ds.pixel_array
+        with item.open() as fp:
+            array = pydicom.dcmread(fp, force=True).pixel_array
     except Exception as exc:  # decoders raise assorted types
         name = getattr(syntax, "name", str(syntax))
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "plugin" in reason.lower() or "no pixel data handler" in reason.lower():
             raise _FileProblem(f"{item.name} is compressed as {name}, for which no decoder is installed.") from None
         raise _FileProblem(f"{item.name} could not be decoded ({name}): {reason}") from None
+    if array.size != n * rows * columns:
+        raise _FileProblem(f"{item.name} decodes to {array.size} pixels instead of {n * rows * columns}.")
     return array.reshape(n, rows, columns)
 
 
-def _decode_native(item: _Item, ds: Dataset, rows: int, columns: int, n: int) -> np.ndarray | None:
-    """Fast path for uncompressed little-endian integer pixels; None to defer to pydicom."""
+def _read_native(file: _File, rows: int, columns: int, n: int) -> np.ndarray | None:
+    """Uncompressed little-endian integer pixels, read into the array; None to defer to pydicom."""
+    ds = file.ds
     bits = int(ds.get("BitsAllocated", 16) or 16)
-    if bits not in (8, 16, 32) or "PixelData" not in ds:
+    if bits not in (8, 16, 32):
         return None
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
-    expected = rows * columns * n * dtype.itemsize
-    data = ds.PixelData
-    if len(data) < expected:
-        raise _FileProblem(f"{item.name} is truncated (pixel data is {len(data)} of {expected} bytes).")
-    raw = np.frombuffer(data, dtype=dtype, count=rows * columns * n).reshape(n, rows, columns)
+    raw = np.empty((n, rows, columns), dtype=dtype)
+    with file.item.open() as fp:
+        fp.seek(file.pixels_at)
+        header = fp.read(8)
+        implicit = _syntax(ds) == pydicom.uid.ImplicitVRLittleEndian or ds.original_encoding[0] is True
+        if not implicit and header[4:6] in (b"OB", b"OW", b"UN"):
+            header += fp.read(4)  # explicit VR, long form: 2 reserved bytes then a 4-byte length
+        length = struct.unpack("<I", header[-4:])[0] if len(header) >= 8 else 0
+        if length == 0xFFFFFFFF:
+            return None  # encapsulated after all: let pydicom handle it
+        received = fp.readinto(memoryview(raw).cast("B"))
+    if min(length, received) < raw.nbytes:
+        raise _FileProblem(f"{file.item.name} is truncated (pixel data is {min(length, received)} of {raw.nbytes} bytes).")
     stored = int(ds.get("BitsStored", bits) or bits)
     if 0 < stored < bits:  # bits above BitsStored are not part of the value
-        values = raw.view(dtype.str.replace("i", "u")) & np.array((1 << stored) - 1, dtype=dtype.str.replace("i", "u"))
+        unsigned = dtype.str.replace("i", "u")
+        values = raw.view(unsigned) & np.array((1 << stored) - 1, dtype=unsigned)
         if signed:
             shift = bits - stored
-            values = (values << np.array(shift, dtype=values.dtype)).view(dtype) >> shift
+            values = (values << np.array(shift, dtype=unsigned)).view(dtype) >> shift
         raw = values
     return raw
 
@@ -477,12 +533,12 @@ def load_series(
         IngestError: with a sentence saying what is wrong with the input.
     """
     items = _items(source)
-    datasets, skipped = _read_all(items, stop_before_pixels=False)
-    if not datasets:
+    files, skipped = _read_all(items)
+    if not files:
         raise _no_images_error(items, skipped)
     warnings = _skipped_warnings(skipped)
 
-    groups = _group_by_series(datasets)
+    groups = _group_by_series(files)
     if series_uid is not None:
         if series_uid not in groups:
             raise IngestError(f"Series {series_uid} is not in this source.")
@@ -497,7 +553,7 @@ def load_series(
     else:
         members = next(iter(groups.values()))
 
-    total = sum(int(ds.Rows) * int(ds.Columns) * _n_frames(ds) for _, ds in members)
+    total = sum(int(ds.Rows) * int(ds.Columns) * _n_frames(ds) for _, ds, _ in members)
     if total > max_voxels:
         raise IngestError(
             f"The series is too large: {total:,} voxels in its headers, above the limit of {max_voxels:,}."
@@ -508,11 +564,21 @@ def load_series(
     if duplicates:
         warnings.append(f"{duplicates} file(s) appeared twice (same SOPInstanceUID) and were read once.")
     frames = _stack_frames(members, warnings)
-    pixels = _decode_files(members, {f.file_index for f in frames}, warnings)
-    frames = [f for f in frames if f.file_index in pixels]
-    if not frames:
-        raise IngestError(f"No image of the series could be decoded: {warnings[-1]}")
-    return _assemble(members, frames, pixels, warnings, max_voxels)
+    while True:  # decode straight into the sorted stack; drop undecodable files and redo
+        stack, positions, duplicates = _sorted_stack(frames, warnings)
+        array, problems = _fill(members, stack)
+        if not problems:
+            break
+        warnings.append(
+            problems[0] if len(problems) == 1 else f"{len(problems)} files could not be used (first: {problems[0]})"
+        )
+        failed = {f.file_index for f in stack if f.file_index in problems}
+        frames = [f for f in frames if f.file_index not in failed]
+        if not frames:
+            raise IngestError(next(iter(problems.values())))
+    if duplicates:
+        warnings.append(f"{duplicates} image(s) at the same position as another one (duplicates) were left out.")
+    return _assemble(members, frames, stack, positions, array, warnings, max_voxels)
 
 
 def _skipped_warnings(skipped: list[str]) -> list[str]:
@@ -523,14 +589,15 @@ def _skipped_warnings(skipped: list[str]) -> list[str]:
     return [f"Left out {len(skipped)} files that are not DICOM images (first: {skipped[0]})"]
 
 
-def _greyscale_only(members: list[tuple[_Item, Dataset]], warnings: list[str]) -> list[tuple[_Item, Dataset]]:
+def _greyscale_only(members: list[_File], warnings: list[str]) -> list[_File]:
     kept, colour = [], []
-    for item, ds in members:
+    for file in members:
+        item, ds = file.item, file.ds
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
         if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or not photometric.startswith("MONOCHROME"):
             colour.append(f"{item.name} is a colour image ({photometric}); only greyscale CT and MR are supported.")
         else:
-            kept.append((item, ds))
+            kept.append(file)
     if colour and not kept:
         raise IngestError(colour[0])
     if colour:
@@ -538,22 +605,22 @@ def _greyscale_only(members: list[tuple[_Item, Dataset]], warnings: list[str]) -
     return kept
 
 
-def _drop_repeated_files(members: list[tuple[_Item, Dataset]]) -> tuple[list[tuple[_Item, Dataset]], int]:
+def _drop_repeated_files(members: list[_File]) -> tuple[list[_File], int]:
     seen, kept = set(), []
-    for item, ds in members:
-        key = str(ds.get("SOPInstanceUID", "")) or item.name
+    for file in members:
+        key = str(file.ds.get("SOPInstanceUID", "")) or file.item.name
         if key in seen:
             continue
         seen.add(key)
-        kept.append((item, ds))
+        kept.append(file)
     return kept, len(members) - len(kept)
 
 
-def _stack_frames(members: list[tuple[_Item, Dataset]], warnings: list[str]) -> list[_Frame]:
+def _stack_frames(members: list[_File], warnings: list[str]) -> list[_Frame]:
     """The frames forming the main stack: same orientation and size, scouts left out."""
     frames: list[_Frame] = []
     missing = 0
-    for index, (_, ds) in enumerate(members):
+    for index, (_, ds, _) in enumerate(members):
         for frame in _frames_of(index, ds):
             if frame is None:
                 missing += 1
@@ -572,7 +639,8 @@ def _stack_frames(members: list[tuple[_Item, Dataset]], warnings: list[str]) -> 
         warnings.append(f"{len(localizers)} localizer (scout) image(s) were left out.")
 
     def key(f: _Frame):
-        return f.size, tuple(np.round(np.concatenate([f.geometry.row_cosine, f.geometry.column_cosine]), 2))
+        g = f.geometry
+        return f.size, tuple(round(float(v), 2) for v in (*g.row_cosine, *g.column_cosine))
 
     keys = [key(f) for f in frames]
     dominant = Counter(keys).most_common(1)[0][0]
@@ -599,60 +667,64 @@ def _stack_frames(members: list[tuple[_Item, Dataset]], warnings: list[str]) -> 
     return kept
 
 
-def _decode_files(
-    members: list[tuple[_Item, Dataset]], needed: set[int], warnings: list[str]
-) -> dict[int, np.ndarray]:
-    pixels, problems = {}, []
-    for index in sorted(needed):
-        item, ds = members[index]
-        try:
-            pixels[index] = _decode(item, ds)
-        except _FileProblem as exc:
-            problems.append(str(exc))
-    if problems and not pixels:
-        raise IngestError(problems[0])
-    if problems:
-        warnings.append(
-            problems[0] if len(problems) == 1 else f"{len(problems)} files could not be used (first: {problems[0]})"
-        )
-    return pixels
-
-
-def _assemble(
-    members: list[tuple[_Item, Dataset]],
-    frames: list[_Frame],
-    pixels: dict[int, np.ndarray],
-    warnings: list[str],
-    max_voxels: int,
-) -> Volume:
-    reference = frames[0].geometry
-    normal = reference.normal
+def _sorted_stack(frames: list[_Frame], warnings: list[str]) -> tuple[list[_Frame], np.ndarray, int]:
+    """Frames sorted along the slice normal, one per position; their positions; duplicates dropped."""
+    normal = frames[0].geometry.normal
     frames.sort(key=lambda f: (float(f.geometry.position @ normal), f.instance_number, f.geometry.sop_uid, f.frame))
     positions = np.array([f.geometry.position @ normal for f in frames])
-
     unique = _unique_positions(positions)
     if len(frames) == 1:
         why = f" ({warnings[-1][:-1]})" if warnings else ""
         raise IngestError(f"The series has one usable image only{why}; a 3D volume needs at least two slices.")
     if len(unique) == 1:
         raise IngestError(f"All {len(frames)} images of the series are at the same position; it is not a 3D volume.")
-    if len(unique) < len(frames):
-        warnings.append(
-            f"{len(frames) - len(unique)} image(s) at the same position as another one (duplicates) were left out."
-        )
-    stack = [frames[i] for i in unique]
-    positions = positions[unique]
+    return [frames[i] for i in unique], positions[unique], len(frames) - len(unique)
 
+
+def _fill(members: list[_File], stack: list[_Frame]) -> tuple[np.ndarray, dict[int, str]]:
+    """Decode the files of the stack into one float32 array, rescaled slice by slice.
+
+    Files are read by a few threads: reading and numpy's casts release the GIL.
+    Returns the array and, by file index, the problem of each file that failed.
+    """
     array = np.empty((len(stack), *stack[0].size), dtype=np.float32)
+    slots: dict[int, list[tuple[int, _Frame]]] = {}
     for k, frame in enumerate(stack):
-        array[k] = pixels[frame.file_index][frame.frame]
-    slopes = np.array([f.slope for f in stack], dtype=np.float32)[:, None, None]
-    intercepts = np.array([f.intercept for f in stack], dtype=np.float32)[:, None, None]
-    if np.any(slopes != 1):
-        array *= slopes
-    if np.any(intercepts != 0):
-        array += intercepts
+        slots.setdefault(frame.file_index, []).append((k, frame))
 
+    def decode(index: int) -> tuple[int, str | None]:
+        try:
+            raw = _decode(members[index])
+        except _FileProblem as exc:
+            return index, str(exc)
+        for k, frame in slots[index]:
+            if frame.slope != 1.0:
+                np.multiply(raw[frame.frame], np.float32(frame.slope), out=array[k], dtype=np.float32)
+                array[k] += np.float32(frame.intercept)
+            else:
+                np.add(raw[frame.frame], np.float32(frame.intercept), out=array[k], dtype=np.float32)
+        return index, None
+
+    workers = min(_READ_THREADS, len(slots))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(decode, slots))
+    else:
+        results = [decode(index) for index in slots]
+    return array, {index: problem for index, problem in results if problem}
+
+
+def _assemble(
+    members: list[_File],
+    frames: list[_Frame],
+    stack: list[_Frame],
+    positions: np.ndarray,
+    array: np.ndarray,
+    warnings: list[str],
+    max_voxels: int,
+) -> Volume:
+    reference = stack[0].geometry
+    normal = reference.normal
     step_vector = _step_vector(stack, positions, reference, warnings)
     array, positions, spacing = _regular_slices(array, positions, warnings, max_voxels)
 
@@ -662,9 +734,9 @@ def _assemble(
     affine[:3, 2] = reference.row_cosine * reference.pixel_spacing[1]
     affine[:3, 3] = stack[0].geometry.position
 
-    first = members[stack[0].file_index][1]
+    first = members[stack[0].file_index].ds
     syntaxes = sorted({str(getattr(ds.file_meta.get("TransferSyntaxUID"), "name", "unknown"))
-                       for _, ds in members if hasattr(ds, "file_meta")})
+                       for _, ds, _ in members if hasattr(ds, "file_meta")})
     info = {
         "rows": int(first.Rows),
         "columns": int(first.Columns),
@@ -674,7 +746,7 @@ def _assemble(
         "source_spacing": (float(np.median(np.diff(positions))) if len(positions) > 1 else 0.0,
                            *reference.pixel_spacing),
         "transfer_syntaxes": syntaxes,
-        "multiframe": any(_n_frames(ds) > 1 for _, ds in members),
+        "multiframe": any(_n_frames(ds) > 1 for _, ds, _ in members),
     }
     return Volume(
         array=array,

@@ -106,7 +106,7 @@ class Reorient:
 class CropForeground:
     """Crop to the bounding box of the head plus a margin.
 
-    The head is found on a coarse copy (about 2 mm voxels): voxels above a
+    The head is found on a coarse copy (about 3 mm voxels): voxels above a
     threshold (CT: -500 HU, air is -1000; MR: 10 % of the 99th percentile),
     opened to cut thin bridges (head holder, table), then the largest connected
     component and any other component at least a tenth of its size.
@@ -139,7 +139,7 @@ class CropForeground:
 
     def bounding_box(self, volume: Volume) -> tuple[slice, slice, slice] | None:
         spacing = np.asarray(volume.spacing)
-        stride = np.maximum(1, np.round(2.0 / spacing)).astype(int)
+        stride = np.maximum(1, np.round(3.0 / spacing)).astype(int)
         coarse = volume.array[:: stride[0], :: stride[1], :: stride[2]]
         if volume.modality == "CT":
             threshold = self.ct_threshold
