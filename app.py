@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pipeline import __version__
-from pipeline.labels import LOCATIONS, MODALITIES
+from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
 
 st.set_page_config(page_title="Aneurysm Detection", page_icon=":material/neurology:", layout="wide")
 
@@ -34,14 +34,17 @@ def home() -> None:
             "- **Builds** 48-voxel training cubes, **trains** a 3D residual network and "
             "**predicts** aneurysm presence and location, from this dashboard or the command line."
         )
+        st.caption(
+            "Available today: the DICOM reader and the preprocessing chain "
+            "(`python -m pipeline scan` / `inspect`). The demo data, dataset builder, training "
+            "and inference pages are being built."
+        )
     with right:
         st.subheader("What it predicts")
+        st.markdown(f"For each series, the probability of an aneurysm (**{ANEURYSM_PRESENT}**) and of one at each of "
+                    "the 13 RSNA locations:")
+        st.markdown("\n".join(f"{i}. {name}" for i, name in enumerate(LOCATIONS, start=1)))
         st.caption(f"Modalities: {', '.join(MODALITIES)}")
-        st.dataframe(
-            {"Location": list(LOCATIONS) + ["Aneurysm Present"]},
-            hide_index=True,
-            height=300,
-        )
     st.caption(f"Version {__version__}")
 
 

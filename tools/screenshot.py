@@ -1,0 +1,43 @@
+"""Screenshot dashboard pages in headless Chromium (Debian's ``chromium``) with Playwright.
+
+    .venv/bin/python tools/screenshot.py URL OUT.png [--width 1400 --height 900]
+
+The app must already be running (``python3 run.py app``). Waits until Streamlit
+has finished rendering before taking the picture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from playwright.sync_api import sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def screenshot(url: str, out: str, width: int = 1400, height: int = 900) -> None:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.goto(url)
+        page.wait_for_selector("[data-testid='stAppViewContainer']", timeout=30_000)
+        page.wait_for_function(
+            "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
+        )
+        page.wait_for_timeout(1000)
+        page.screenshot(path=out, full_page=True)
+        browser.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("url")
+    parser.add_argument("out")
+    parser.add_argument("--width", type=int, default=1400)
+    parser.add_argument("--height", type=int, default=900)
+    args = parser.parse_args()
+    screenshot(args.url, args.out, args.width, args.height)
+    sys.exit(0)
