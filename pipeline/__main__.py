@@ -58,6 +58,27 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_data(args: argparse.Namespace) -> int:
+    from pipeline.demo import generate_demo_data
+
+    def progress(done: int, total: int) -> None:
+        width = 30
+        filled = int(width * done / total)
+        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} series", end="", file=sys.stderr, flush=True)
+
+    try:
+        summary = generate_demo_data(args.out, n_series=args.series, seed=args.seed, workers=args.workers,
+                                     progress=progress)
+    except (FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(file=sys.stderr)
+    mix = ", ".join(f"{name} {count}" for name, count in summary.per_modality.items())
+    print(f"Wrote {summary.n_series} series ({summary.n_positive} positive; {mix}), {summary.n_files} files, "
+          f"to {summary.root} in {summary.seconds:.1f} s.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--series", help="SeriesInstanceUID, when the path holds several series")
     inspect.add_argument("--json", action="store_true", help="one JSON object on standard output")
     inspect.set_defaults(handler=_inspect)
+
+    demo = commands.add_parser("demo-data", help="write the synthetic demo dataset (RSNA layout)")
+    demo.add_argument("--out", required=True, help="destination folder (must not exist or be empty)")
+    demo.add_argument("--series", type=int, default=60, help="number of series (default 60)")
+    demo.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    demo.add_argument("--workers", type=int, default=None, help="processes (default: cores, at most 4)")
+    demo.set_defaults(handler=_demo_data)
     return parser
 
 

@@ -249,7 +249,8 @@ def _rescale_item(slope: float, intercept: float) -> Dataset:
 def _set_pixels(ds: Dataset, pixels: np.ndarray, syntax: str) -> None:
     ds.PixelData = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<")).tobytes()
     if UID(syntax) != ExplicitVRLittleEndian:
-        ds.compress(syntax, arr=pixels if pixels.ndim == 2 or pixels.shape[0] > 1 else pixels[0])
+        frames = pixels[0] if pixels.ndim == 3 and pixels.shape[0] == 1 else pixels
+        ds.compress(syntax, arr=frames, generate_instance_uid=False)  # keep our deterministic UIDs
 
 
 def _save(ds: Dataset, path: Path) -> Path:
