@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard.data import data_source, sidebar
 from pipeline import __version__
 from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
 
@@ -35,8 +36,8 @@ def home() -> None:
             "**predicts** aneurysm presence and location, from this dashboard or the command line."
         )
         st.caption(
-            "Available today: the DICOM reader and the preprocessing chain "
-            "(`python -m pipeline scan` / `inspect`). The demo data, dataset builder, training "
+            "Available today: the DICOM reader, the preprocessing chain and the demo phantoms "
+            "(`python -m pipeline scan` / `inspect` / `demo-data`). The dataset builder, training "
             "and inference pages are being built."
         )
     with right:
@@ -49,4 +50,5 @@ def home() -> None:
 
 
 navigation = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)])
+sidebar(data_source())
 navigation.run()

@@ -66,10 +66,12 @@ def _demo_data(args: argparse.Namespace) -> int:
         filled = int(width * done / total)
         print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} series", end="", file=sys.stderr, flush=True)
 
+    from pipeline.data import demo_root
+
     try:
-        summary = generate_demo_data(args.out, n_series=args.series, seed=args.seed, workers=args.workers,
-                                     progress=progress)
-    except (FileExistsError, ValueError) as exc:
+        summary = generate_demo_data(args.out or demo_root(), n_series=args.series, seed=args.seed,
+                                     workers=args.workers, progress=progress)
+    except (FileExistsError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(file=sys.stderr)
@@ -95,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(handler=_inspect)
 
     demo = commands.add_parser("demo-data", help="write the synthetic demo dataset (RSNA layout)")
-    demo.add_argument("--out", required=True, help="destination folder (must not exist or be empty)")
+    demo.add_argument("--out", help="destination folder, must not exist or be empty (default: data/demo)")
     demo.add_argument("--series", type=int, default=60, help="number of series (default 60)")
     demo.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     demo.add_argument("--workers", type=int, default=None, help="processes (default: cores, at most 4)")

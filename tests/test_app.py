@@ -1,4 +1,4 @@
-"""The dashboard's entry point renders without exception."""
+"""The dashboard's entry point: home page, data source, first-launch demo generation."""
 
 from __future__ import annotations
 
@@ -7,11 +7,34 @@ from streamlit.testing.v1 import AppTest
 from pipeline.labels import LOCATIONS
 
 
-def test_home_page_renders_and_says_the_data_are_synthetic():
-    app = AppTest.from_file("../app.py", default_timeout=60).run()
+def run_app(monkeypatch, tmp_path, series=2):
+    monkeypatch.delenv("ANEURYSM_DATA", raising=False)
+    monkeypatch.setenv("ANEURYSM_DEMO_DIR", str(tmp_path / "demo"))
+    monkeypatch.setenv("ANEURYSM_DEMO_SERIES", str(series))
+    return AppTest.from_file("../app.py", default_timeout=120).run()
+
+
+def test_first_launch_generates_the_demo_data_and_names_it(monkeypatch, tmp_path):
+    app = run_app(monkeypatch, tmp_path)
     assert not app.exception
+    assert (tmp_path / "demo" / "train.csv").is_file()
+    sidebar = " ".join(m.value for m in app.sidebar.markdown) + " ".join(c.value for c in app.sidebar.caption)
+    assert "Built-in demo (synthetic phantoms)" in sidebar and "2 series" in sidebar
+    again = AppTest.from_file("../app.py", default_timeout=60).run()  # second launch: no regeneration
+    assert not again.exception
+
+
+def test_home_page_says_the_data_are_synthetic_and_lists_the_outputs(monkeypatch, tmp_path):
+    app = run_app(monkeypatch, tmp_path, series=1)
     assert app.title[0].value == "Intracranial aneurysm detection"
     assert any("synthetic phantoms" in info.value for info in app.info)
     text = " ".join(m.value for m in app.markdown)
     assert "Aneurysm Present" in text
     assert all(f"{i}. {name}" in text for i, name in enumerate(LOCATIONS, start=1))
+
+
+def test_a_configured_folder_that_is_not_rsna_data_is_reported(monkeypatch, tmp_path):
+    monkeypatch.setenv("ANEURYSM_DATA", str(tmp_path))
+    app = AppTest.from_file("../app.py", default_timeout=60).run()
+    assert not app.exception
+    assert "without train.csv" in app.sidebar.error[0].value

@@ -84,7 +84,7 @@ CSF_SPACES = [
 SKULL_BASE = [
     Ellipsoid((27.0, 14.0, -24.0), (24.0, 7.0, 7.0), 40.0),  # left petrous ridge
     Ellipsoid((-27.0, 14.0, -24.0), (24.0, 7.0, 7.0), -40.0),  # right petrous ridge
-    Ellipsoid((0.0, -6.0, -17.0), (17.0, 10.0, 6.0)),  # sphenoid, clinoid processes
+    Ellipsoid((0.0, -6.0, -25.0), (16.0, 10.0, 5.0)),  # sphenoid body, below the cavernous carotids
     Ellipsoid((0.0, 40.0, -45.0), (30.0, 25.0, 5.0)),  # occipital floor of the posterior fossa
 ]
 

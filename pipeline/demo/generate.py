@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import shutil
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -369,6 +370,7 @@ def generate_series(plan: SeriesPlan, series_root: str) -> dict:
              "diameter_mm": round(a.diameter, 2), "lobulated": len(a.lobes) > 1, "site": a.site_kind}
             for a in aneurysms
         ],
+        "head_origin_mm": [round(float(v), 3) for v in pose.translation],  # centre of the circle of Willis
         "variants": head.variants,
         "mimics": head.mimics,
     }
@@ -409,9 +411,10 @@ def generate_demo_data(
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} already exists and is not empty.")
     plans = plan_dataset(n_series, seed)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / "series").mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    partial.chmod(0o755)  # mkdtemp makes it private; the dataset is not
+    (partial / "series").mkdir()
     workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(plans)))
     results: dict[int, dict] = {}
     try:
@@ -430,9 +433,12 @@ def generate_demo_data(
                     if progress:
                         progress(done, len(plans))
         _write_tables(partial, [results[i] for i in sorted(results)], seed)
-        if out.exists():
-            out.rmdir()
-        os.replace(partial, out)
+        try:
+            if out.exists():
+                out.rmdir()  # only an empty folder may be replaced
+            os.replace(partial, out)
+        except OSError:
+            raise FileExistsError(f"{out} was filled by someone else meanwhile.") from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     per_modality = {m: sum(p.modality == m for p in plans) for m in MODALITIES}

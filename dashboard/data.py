@@ -1,0 +1,64 @@
+"""The data source shown in the sidebar: a configured RSNA folder or the built-in demo."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from pipeline.data import DATA_ENV, configured_root, demo_root, ensure_demo_data, is_demo, is_ready
+
+_GENERATION = threading.Lock()  # one demo generation per server, however many sessions ask
+
+
+@st.cache_data(show_spinner=False)
+def load_train(root: str, modified: float) -> pd.DataFrame:
+    """``train.csv`` of a data folder (keyed by path and modification time)."""
+    return pd.read_csv(Path(root) / "train.csv")
+
+
+def train_table(root: Path) -> pd.DataFrame:
+    path = root / "train.csv"
+    return load_train(str(root), path.stat().st_mtime)
+
+
+def data_source() -> Path | None:
+    """The data folder in use, generating the demo data on first launch; None if unusable."""
+    configured = configured_root()
+    if configured is not None:
+        if not is_ready(configured):
+            st.sidebar.error(
+                f"{DATA_ENV} names a folder without train.csv and series/: {configured}", icon=":material/error:"
+            )
+            return None
+        return configured
+    root = demo_root()
+    if not is_ready(root):
+        with _GENERATION:
+            if not is_ready(root):
+                _generate_demo()
+    return root
+
+
+def _generate_demo() -> None:
+    bar = st.progress(0.0, text="First launch: generating the demo phantoms...")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"First launch: generating the demo phantoms ({done}/{total} series)")
+
+    ensure_demo_data(progress)
+    bar.empty()
+
+
+def sidebar(root: Path | None) -> None:
+    with st.sidebar:
+        st.subheader("Data")
+        if root is None:
+            return
+        table = train_table(root)
+        kind = "Built-in demo (synthetic phantoms)" if is_demo(root) else "RSNA data folder"
+        st.markdown(f"**{kind}**")
+        st.caption(f"{len(table)} series, {int(table['Aneurysm Present'].sum())} with an aneurysm")
+        st.text(str(root))
