@@ -23,7 +23,7 @@ def screenshot(url: str, out: str, width: int = 1400, height: int = 900) -> None
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": width, "height": height})
         page.goto(url)
-        page.wait_for_selector("[data-testid='stAppViewContainer']", timeout=30_000)
+        page.wait_for_selector("[data-testid='stMain'] [data-testid='stElementContainer']", timeout=120_000)
         page.wait_for_function(
             "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
         )
