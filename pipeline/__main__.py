@@ -61,16 +61,11 @@ def _inspect(args: argparse.Namespace) -> int:
 def _demo_data(args: argparse.Namespace) -> int:
     from pipeline.demo import generate_demo_data
 
-    def progress(done: int, total: int) -> None:
-        width = 30
-        filled = int(width * done / total)
-        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} series", end="", file=sys.stderr, flush=True)
-
     from pipeline.data import demo_root
 
     try:
         summary = generate_demo_data(args.out or demo_root(), n_series=args.series, seed=args.seed,
-                                     workers=args.workers, progress=progress)
+                                     workers=args.workers, progress=_progress_bar)
     except (FileExistsError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -78,6 +73,53 @@ def _demo_data(args: argparse.Namespace) -> int:
     mix = ", ".join(f"{name} {count}" for name, count in summary.per_modality.items())
     print(f"Wrote {summary.n_series} series ({summary.n_positive} positive; {mix}), {summary.n_files} files, "
           f"to {summary.root} in {summary.seconds:.1f} s.")
+    return 0
+
+
+def _progress_bar(done: int, total: int, label: str = "series") -> None:
+    width = 30
+    filled = int(width * done / total) if total else width
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label}", end="", file=sys.stderr, flush=True)
+
+
+def _data_root(value: str | None):
+    from pipeline.data import configured_root, ensure_demo_data
+
+    if value:
+        return value
+    if configured_root() is not None:
+        return configured_root()
+    return ensure_demo_data(lambda done, total: _progress_bar(done, total, "demo series generated"))
+
+
+def _build(args: argparse.Namespace) -> int:
+    from pipeline.data import PROJECT_ROOT
+    from pipeline.dataset import BuildConfig, balance_table, build_datasets
+    from pipeline.preprocess import PreprocessConfig
+
+    try:
+        config = BuildConfig(
+            cube=args.cube, negatives=args.negatives, hard_share=args.hard_share,
+            min_distance_mm=args.min_distance, jitter=args.jitter, seed=args.seed,
+            modalities=tuple(m.strip() for m in args.modalities.split(",")) if args.modalities else BuildConfig().modalities,
+            preprocess=PreprocessConfig(target_spacing=(args.spacing,) * 3),
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    data = _data_root(args.data)
+    out = args.out or PROJECT_ROOT / "data" / "datasets"
+    manifest = build_datasets(data, out, config, workers=args.workers, use_cache=not args.no_cache,
+                              progress=lambda done, total, result: _progress_bar(done, total))
+    print(file=sys.stderr)
+    skipped = {uid: o for uid, o in manifest["series"].items() if o["status"] != "ok"}
+    for uid, outcome in skipped.items():
+        print(f"skipped {uid}: {outcome['reason']}", file=sys.stderr)
+    for problem in manifest["problems"]:
+        print(f"note: {problem}", file=sys.stderr)
+    print(balance_table(manifest).to_string(index=False))
+    print(f"{len(manifest['series']) - len(skipped)} series built, {len(skipped)} skipped, in {manifest['seconds']:.1f} s; "
+          f"datasets and {out}/build_manifest.json written.")
     return 0
 
 
@@ -102,6 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     demo.add_argument("--workers", type=int, default=None, help="processes (default: cores, at most 4)")
     demo.set_defaults(handler=_demo_data)
+
+    build = commands.add_parser("build", help="cut 48-voxel training cubes into one .npz per modality")
+    build.add_argument("--data", help="data folder in the RSNA layout (default: ANEURYSM_DATA, else the demo data)")
+    build.add_argument("--out", help="output folder (default: data/datasets)")
+    build.add_argument("--workers", type=int, default=None, help="processes (default: cores, at most 4)")
+    build.add_argument("--cube", type=int, default=48, help="cube side in voxels (default 48)")
+    build.add_argument("--negatives", type=int, default=6, help="negative cubes per series (default 6)")
+    build.add_argument("--hard-share", type=float, default=0.5, help="share of negatives on vessels (default 0.5)")
+    build.add_argument("--min-distance", type=float, default=20.0, help="mm from any aneurysm to a negative (default 20)")
+    build.add_argument("--jitter", type=int, default=2, help="jittered copies per positive cube (default 2)")
+    build.add_argument("--spacing", type=float, default=0.8, help="isotropic target spacing, mm (default 0.8)")
+    build.add_argument("--modalities", help="comma-separated subset, e.g. 'CTA,MRA' (default: all four)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--no-cache", action="store_true", help="do not reuse or keep preprocessed volumes")
+    build.set_defaults(handler=_build)
     return parser
 
 

@@ -11,6 +11,21 @@ import pytest
 
 from pipeline.dicomwriter import SeriesGeometry, SeriesHeader, derived_uid, write_series
 
+DEMO_SEED = 2  # 8 series: every modality, a positive multi-frame MR, RLE, a coronal series
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """A small demo dataset, generated once per test session: (root, summary, manifest)."""
+    import json
+
+    from pipeline.demo import generate_demo_data
+    from pipeline.demo.generate import MANIFEST
+
+    root = tmp_path_factory.mktemp("demo") / "data"
+    summary = generate_demo_data(root, n_series=8, seed=DEMO_SEED, workers=2)
+    return root, summary, json.loads((root / MANIFEST).read_text())
+
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
 # Direction cosines (row, column) of the acquisition planes, in LPS.

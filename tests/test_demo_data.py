@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import json
 from collections import Counter
 
 import numpy as np
@@ -12,21 +11,10 @@ import pydicom
 import pytest
 
 from pipeline.demo import generate_demo_data, plan_dataset
-from pipeline.demo.generate import FAKE_PATIENT_TOKEN, LOCALIZER_COLUMNS, MANIFEST, TRAIN_COLUMNS, PLANES
+from pipeline.demo.generate import FAKE_PATIENT_TOKEN, LOCALIZER_COLUMNS, PLANES, TRAIN_COLUMNS
 from pipeline.dicom import load_series
 from pipeline.labels import LOCATIONS
 from pipeline.preprocess import preprocess
-
-SEED = 2  # 8 series with a positive multi-frame MR, RLE and a coronal series
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo") / "data"
-    summary = generate_demo_data(root, n_series=8, seed=SEED, workers=2)
-    manifest = json.loads((root / MANIFEST).read_text())
-    return root, summary, manifest
-
 
 def read_csv(path):
     with open(path, newline="") as handle:
@@ -38,6 +26,7 @@ def test_default_plan_mix_positives_and_locations():
     modalities = Counter(p.modality for p in plans)
     assert modalities == {"CTA": 27, "MRI T2": 21, "MRA": 9, "MRI T1post": 3}  # CTA > T2 > MRA > T1post
     assert sum(bool(p.locations) for p in plans) == 24  # 40 % positive
+    assert {p.modality for p in plans if p.locations} == set(modalities)  # every modality has positives
     locations = Counter(name for p in plans for name in p.locations)
     assert set(locations) == set(LOCATIONS) and min(locations.values()) >= 2
     assert all(len(set(p.locations)) == len(p.locations) for p in plans)

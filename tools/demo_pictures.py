@@ -47,8 +47,9 @@ def slab_mip(modality: str, out: Path, workdir: Path) -> Path:
         z, y, x = volume.patient_to_voxel(aneurysm["centre_mm"]) * SCALE
         radius = (aneurysm["diameter_mm"] / volume.spacing[1] / 2 + 3) * SCALE
         draw.ellipse([x - radius, y - radius, x + radius, y + radius], outline=(228, 87, 46), width=3)
-        draw.text((x + radius + 4, y - 6), f"{aneurysm['location']} ({aneurysm['diameter_mm']:.1f} mm)",
-                  fill=(255, 200, 80))
+        label = f"{aneurysm['location']} ({aneurysm['diameter_mm']:.1f} mm)"
+        left = x + radius + 4 if x + radius + 4 + draw.textlength(label) < image.width else x - radius - 4 - draw.textlength(label)
+        draw.text((left, y - 6), label, fill=(255, 200, 80))
     draw.rectangle([0, 0, image.width, 26], fill=(0, 0, 0))
     draw.text((8, 8), f"{modality} phantom, axial MIP {SLAB_MM:.0f} mm through the circle of Willis", fill=(255, 255, 255))
     draw.text((8, image.height - 20), "R", fill=(255, 255, 255))

@@ -132,9 +132,7 @@ def plan_dataset(n_series: int = 60, seed: int = 0, positive_share: float = 0.4)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
     modalities = _modality_mix(n_series)
     rng.shuffle(modalities)
-    n_positive = int(round(positive_share * n_series))
-    positive = np.zeros(n_series, dtype=bool)
-    positive[rng.choice(n_series, size=n_positive, replace=False)] = True
+    positive = _positives(modalities, positive_share, rng)
     counts = np.where(positive, rng.choice([1, 2, 3], size=n_series, p=[0.6, 0.3, 0.1]), 0)
     locations = _deal_locations(counts, rng)
 
@@ -155,6 +153,21 @@ def _modality_mix(n_series: int) -> list[str]:
     while sum(counts.values()) < n_series:
         counts["CTA"] += 1
     return [m for m in MODALITY_SHARE for _ in range(counts[m])]
+
+
+def _positives(modalities: list[str], share: float, rng: np.random.Generator) -> np.ndarray:
+    """About ``share`` of the series positive, stratified so that every modality has positives."""
+    modalities_array = np.array(modalities)
+    positive = np.zeros(len(modalities), dtype=bool)
+    target = int(round(share * len(modalities)))
+    per_modality = {m: max(1, int(round(share * np.sum(modalities_array == m)))) for m in MODALITY_SHARE
+                    if np.any(modalities_array == m)}
+    while sum(per_modality.values()) > target and max(per_modality.values()) > 1:
+        per_modality[max(per_modality, key=per_modality.get)] -= 1
+    for modality, count in per_modality.items():
+        members = np.flatnonzero(modalities_array == modality)
+        positive[rng.choice(members, size=min(count, len(members)), replace=False)] = True
+    return positive
 
 
 def _deal_locations(counts: np.ndarray, rng: np.random.Generator) -> list[list[str]]:

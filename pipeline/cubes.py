@@ -1,0 +1,84 @@
+"""Cubes around points of a processed volume: exact shape at the border, and negative sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from pipeline.volume import Volume
+
+HEAD_THRESHOLD = 0.05  # normalised intensity above which a voxel is tissue, not air
+
+
+def extract_cube(array: np.ndarray, centre, size: int, fill: float = 0.0) -> np.ndarray:
+    """The ``size``-voxel cube centred on ``centre`` (z, y, x), padded with ``fill`` where it
+    leaves the volume, so that its shape is always ``(size, size, size)`` and the centre
+    voxel is always at ``size // 2``."""
+    centre = np.round(np.asarray(centre)).astype(int)
+    low = centre - size // 2
+    high = low + size
+    cube = np.full((size, size, size), fill, dtype=array.dtype)
+    source = tuple(slice(max(l, 0), min(h, n)) for l, h, n in zip(low, high, array.shape))
+    target = tuple(slice(s.start - l, s.stop - l) for s, l in zip(source, low))
+    if all(s.stop > s.start for s in source):
+        cube[target] = array[source]
+    return cube
+
+
+def head_interior(volume: Volume, margin_mm: float = 8.0, stride: int = 2) -> tuple[np.ndarray, int]:
+    """Mask of the head's interior (tissue, away from the scalp by ``margin_mm``) on a grid
+    subsampled by ``stride``; returns (mask, stride)."""
+    coarse = volume.array[::stride, ::stride, ::stride]
+    head = ndimage.binary_fill_holes(coarse > HEAD_THRESHOLD)
+    labels, count = ndimage.label(head)
+    if count == 0:
+        return np.zeros_like(head), stride
+    largest = np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    head = labels == largest
+    step = stride * float(np.mean(volume.spacing))
+    inside = ndimage.distance_transform_edt(head) * step > margin_mm
+    return inside, stride
+
+
+def vessel_candidates(volume: Volume, modality: str, interior: np.ndarray, stride: int) -> np.ndarray:
+    """Coarse-grid mask of voxels on vessels: bright lumen (CTA, MRA, T1 post) or flow voids (T2)."""
+    coarse = volume.array[::stride, ::stride, ::stride]
+    values = coarse[interior]
+    if values.size == 0:
+        return np.zeros_like(interior)
+    if modality == "CTA":
+        return interior & (coarse > 0.3) & (coarse < 0.65)  # about 200-550 HU: contrast, not bone
+    if modality == "MRI T2":
+        return interior & (coarse < np.percentile(values, 2))
+    return interior & (coarse > np.percentile(values, 98))
+
+
+def sample_points(
+    mask: np.ndarray,
+    stride: int,
+    count: int,
+    rng: np.random.Generator,
+    spacing,
+    avoid: list[np.ndarray],
+    min_distance_mm: float,
+    spread_mm: float,
+) -> list[np.ndarray]:
+    """Up to ``count`` full-grid points drawn from a coarse ``mask``, each at least
+    ``min_distance_mm`` from every point of ``avoid`` and ``spread_mm`` from each other."""
+    candidates = np.argwhere(mask) * stride
+    if len(candidates) == 0 or count <= 0:
+        return []
+    spacing = np.asarray(spacing, dtype=float)
+    avoid_mm = np.array([np.asarray(a, dtype=float) * spacing for a in avoid]).reshape(-1, 3)
+    chosen: list[np.ndarray] = []
+    for index in rng.permutation(len(candidates))[: 50 * count + 1000]:
+        point = candidates[index].astype(float)
+        point_mm = point * spacing
+        if len(avoid_mm) and np.min(np.linalg.norm(avoid_mm - point_mm, axis=1)) < min_distance_mm:
+            continue
+        if any(np.linalg.norm((point - other) * spacing) < spread_mm for other in chosen):
+            continue
+        chosen.append(point)
+        if len(chosen) == count:
+            break
+    return chosen

@@ -1,0 +1,464 @@
+"""DatasetBuilder: 48-voxel training cubes per modality, in the origin project's ``.npz`` contract.
+
+For each series of a data folder (RSNA layout): read, preprocess with the default chain
+(or a cached result of it), then extract cubes:
+
+* positives: one cube centred on each localizer point, plus jittered copies; the
+  position vector is the one-hot of the localizer's location (13 columns, RSNA order);
+* negatives: cubes inside the head, at least ``min_distance_mm`` from every aneurysm,
+  a share of them "hard" (on vessels: bright lumen, or flow voids in T2);
+* every cube has exactly the requested shape: centred on its point, padded with 0
+  (background) where it leaves the volume.
+
+One ``.npz`` per modality holds ``cubes`` (N, s, s, s) float16 in [0, 1], ``labels`` (N,),
+``positions`` (N, 13), ``patient_ids`` (N,) SeriesInstanceUID strings, and to trace a
+cube back: ``centres_voxel`` (N, 3) in the processed volume, ``centres_mm`` (N, 3) in
+patient LPS, ``kinds`` (N,) positive / jittered / negative / hard negative. All of it loads
+with ``np.load(path, allow_pickle=False)``. ``build_manifest.json`` beside them records the
+parameters, each series' outcome and the counts (`balance_table`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import zipfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from pipeline import __version__
+from pipeline.cubes import extract_cube, head_interior, sample_points, vessel_candidates
+from pipeline.dicom import load_series
+from pipeline.errors import IngestError
+from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
+from pipeline.preprocess import PreprocessConfig, preprocess
+from pipeline.rsna import Localizer, read_localizers, read_train
+from pipeline.volume import SourceImage, Volume
+
+DATASET_FILES = {
+    "CTA": "cta_dataset.npz",
+    "MRA": "mra_dataset.npz",
+    "MRI T2": "mri_t2_dataset.npz",
+    "MRI T1post": "mri_t1post_dataset.npz",
+}
+MANIFEST_NAME = "build_manifest.json"
+CUBE_DTYPE = np.float16
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Parameters of a build; stored in the manifest.
+
+    Attributes:
+        cube: side of the cubes, voxels.
+        negatives: negative cubes per series.
+        hard_share: share of the negatives taken on vessels.
+        min_distance_mm: least distance from a negative's centre to any aneurysm.
+        jitter: jittered copies of each positive cube.
+        jitter_mm: largest shift of a jittered copy along each axis.
+        seed: makes the sampling reproducible.
+        modalities: which modalities to build.
+        preprocess: the preprocessing chain's parameters.
+    """
+
+    cube: int = 48
+    negatives: int = 6
+    hard_share: float = 0.5
+    min_distance_mm: float = 20.0
+    jitter: int = 2
+    jitter_mm: float = 3.0
+    seed: int = 0
+    modalities: tuple[str, ...] = MODALITIES
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    def __post_init__(self):
+        if self.cube < 4 or self.negatives < 0 or self.jitter < 0 or not 0 <= self.hard_share <= 1:
+            raise ValueError("cube >= 4, negatives >= 0, jitter >= 0 and 0 <= hard_share <= 1 are required")
+        unknown = set(self.modalities) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"unknown modalities: {', '.join(sorted(unknown))}")
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["modalities"] = list(self.modalities)
+        values["preprocess"] = self.preprocess.to_dict()
+        return values
+
+
+@dataclass
+class SeriesTask:
+    series_uid: str
+    modality: str
+    positive: bool
+    localizers: list[Localizer]
+    folder: str
+    cache: str | None
+    config: BuildConfig
+
+
+@dataclass
+class SeriesResult:
+    """Cubes of one series and what happened to it."""
+
+    series_uid: str
+    modality: str
+    status: str  # "ok" or "skipped"
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    from_cache: bool = False
+    cubes: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    positions: np.ndarray | None = None
+    centres_voxel: np.ndarray | None = None
+    centres_mm: np.ndarray | None = None
+    kinds: list[str] = field(default_factory=list)
+
+    def outcome(self) -> dict:
+        labels = self.labels if self.labels is not None else np.zeros(0)
+        return {
+            "modality": self.modality, "status": self.status, "reason": self.reason, "warnings": self.warnings,
+            "positive_cubes": int(labels.sum()), "negative_cubes": int((labels == 0).sum()),
+            "from_cache": self.from_cache, "seconds": round(self.seconds, 3),
+        }
+
+
+# --------------------------------------------------------------------------------------
+# Cache of preprocessed volumes
+
+
+def save_processed(path: Path, volume: Volume) -> None:
+    """Write a processed volume (float16) and its source geometry, atomically."""
+    keys = list(volume.sources)
+    sources = [volume.sources[k] for k in keys]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    os.close(handle)
+    try:
+        np.savez(
+            temporary,
+            array=volume.array.astype(CUBE_DTYPE),
+            affine=volume.affine,
+            modality=np.array(volume.modality),
+            series_uid=np.array(volume.series_uid),
+            warnings=np.array(volume.warnings, dtype=str),
+            sop=np.array([k[0] for k in keys], dtype=str),
+            frame=np.array([k[1] for k in keys], dtype=np.int64),
+            position=np.array([s.position for s in sources]).reshape(-1, 3),
+            row=np.array([s.row_cosine for s in sources]).reshape(-1, 3),
+            column=np.array([s.column_cosine for s in sources]).reshape(-1, 3),
+            pixel_spacing=np.array([s.pixel_spacing for s in sources]).reshape(-1, 2),
+        )
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def load_processed(path: Path) -> Volume:
+    with np.load(path, allow_pickle=False) as data:
+        sources = {
+            (str(sop), int(frame)): SourceImage(str(sop), int(frame), position, row, column, tuple(spacing))
+            for sop, frame, position, row, column, spacing in zip(
+                data["sop"], data["frame"], data["position"], data["row"], data["column"], data["pixel_spacing"]
+            )
+        }
+        return Volume(
+            array=data["array"], affine=data["affine"], modality=str(data["modality"]),
+            series_uid=str(data["series_uid"]), sources=sources, warnings=[str(w) for w in data["warnings"]],
+        )
+
+
+# --------------------------------------------------------------------------------------
+# One series
+
+
+def process_series(task: SeriesTask) -> SeriesResult:
+    """Read (or reuse the cached) processed volume of one series and cut its cubes. Never raises."""
+    start = time.perf_counter()
+    result = SeriesResult(task.series_uid, task.modality, "skipped")
+    try:
+        volume, result.from_cache = _processed_volume(task)
+        result.warnings = list(volume.warnings)
+        _cut_cubes(task, volume, result)
+    except IngestError as exc:
+        result.reason = str(exc)
+    except Exception as exc:  # a broken series never stops the build
+        result.reason = f"unexpected error: {type(exc).__name__}: {exc}"
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _processed_volume(task: SeriesTask) -> tuple[Volume, bool]:
+    cache = Path(task.cache) if task.cache else None
+    if cache is not None and cache.is_file():
+        try:
+            return load_processed(cache), True
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            cache.unlink(missing_ok=True)  # a damaged cache entry is recomputed
+    volume = preprocess(load_series(task.folder), task.config.preprocess)
+    volume = volume.replace(array=volume.array.astype(CUBE_DTYPE))
+    if cache is not None:
+        save_processed(cache, volume)
+    return volume, False
+
+
+def _cut_cubes(task: SeriesTask, volume: Volume, result: SeriesResult) -> None:
+    config = task.config
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, int.from_bytes(task.series_uid.encode()[-8:], "little")]))
+    spacing = np.asarray(volume.spacing)
+    points, labels, positions, kinds = [], [], [], []
+
+    aneurysms = []
+    for localizer in task.localizers:
+        try:
+            voxel = volume.source_to_voxel(localizer.sop_uid, localizer.x, localizer.y, localizer.frame)
+        except IngestError:
+            result.warnings.append(
+                f"A localizer names image {localizer.sop_uid} (frame {localizer.frame}), which is not in the series; skipped."
+            )
+            continue
+        if np.any(voxel < -0.5) or np.any(voxel > np.array(volume.shape) - 0.5):
+            result.warnings.append(f"A localizer ({localizer.location}) falls outside the processed volume; skipped.")
+            continue
+        aneurysms.append(voxel)
+        one_hot = np.zeros(len(LOCATIONS), dtype=np.uint8)
+        one_hot[LOCATIONS.index(localizer.location)] = 1
+        for copy in range(config.jitter + 1):
+            shift = 0.0 if copy == 0 else rng.uniform(-config.jitter_mm, config.jitter_mm, 3) / spacing
+            points.append(voxel + shift)
+            labels.append(1)
+            positions.append(one_hot)
+            kinds.append("positive" if copy == 0 else "jittered")
+    if task.positive and not aneurysms:
+        result.reason = "positive series without a usable localizer: its aneurysms cannot be placed"
+        return
+
+    interior, stride = head_interior(volume)
+    n_hard = int(round(config.negatives * config.hard_share))
+    spread = config.cube * float(spacing.mean()) / 4
+    hard = sample_points(vessel_candidates(volume, task.modality, interior, stride), stride, n_hard, rng, spacing,
+                         aneurysms, config.min_distance_mm, spread)
+    easy = sample_points(interior, stride, config.negatives - len(hard), rng, spacing,
+                         aneurysms + hard, config.min_distance_mm, spread)
+    if len(hard) + len(easy) < config.negatives:
+        result.warnings.append(f"Only {len(hard) + len(easy)} of {config.negatives} negative cubes fitted in the head.")
+    for point, kind in [(p, "hard negative") for p in hard] + [(p, "negative") for p in easy]:
+        points.append(point)
+        labels.append(0)
+        positions.append(np.zeros(len(LOCATIONS), dtype=np.uint8))
+        kinds.append(kind)
+
+    centres = np.round(np.array(points, dtype=float)).reshape(-1, 3).astype(np.int32)
+    result.cubes = np.stack([extract_cube(volume.array, c, config.cube) for c in centres]) if len(centres) else \
+        np.zeros((0, config.cube, config.cube, config.cube), dtype=CUBE_DTYPE)
+    result.labels = np.array(labels, dtype=np.uint8)
+    result.positions = np.array(positions, dtype=np.uint8).reshape(-1, len(LOCATIONS))
+    result.centres_voxel = centres
+    result.centres_mm = volume.voxel_to_patient(centres).astype(np.float32).reshape(-1, 3)
+    result.kinds = kinds
+    result.status = "ok"
+
+
+# --------------------------------------------------------------------------------------
+# Streaming .npz writer: memory stays bounded whatever the number of cubes
+
+
+class _ModalityWriter:
+    """Appends cubes to a temporary raw file; `finish` packs everything into one ``.npz``."""
+
+    def __init__(self, folder: Path, name: str, cube: int):
+        self.target = folder / name
+        self.cube = cube
+        handle, self.raw_path = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".raw")
+        self.raw = os.fdopen(handle, "wb")
+        self.count = 0
+        self.series: set[str] = set()
+        self.small: dict[str, list] = {k: [] for k in ("labels", "positions", "patient_ids", "centres_voxel",
+                                                       "centres_mm", "kinds")}
+
+    def add(self, result: SeriesResult) -> None:
+        self.raw.write(np.ascontiguousarray(result.cubes, dtype=CUBE_DTYPE).tobytes())
+        self.count += len(result.cubes)
+        self.series.add(result.series_uid)
+        self.small["labels"].append(result.labels)
+        self.small["positions"].append(result.positions)
+        self.small["patient_ids"].append(np.array([result.series_uid] * len(result.cubes), dtype=str))
+        self.small["centres_voxel"].append(result.centres_voxel)
+        self.small["centres_mm"].append(result.centres_mm)
+        self.small["kinds"].append(np.array(result.kinds, dtype=str))
+
+    def finish(self) -> Path:
+        """Write ``<name>.tmp`` next to the target; the caller renames it."""
+        self.raw.close()
+        arrays = {
+            "labels": _concat(self.small["labels"], np.uint8, (0,)),
+            "positions": _concat(self.small["positions"], np.uint8, (0, len(LOCATIONS))),
+            "patient_ids": _concat(self.small["patient_ids"], "<U64", (0,)),
+            "centres_voxel": _concat(self.small["centres_voxel"], np.int32, (0, 3)),
+            "centres_mm": _concat(self.small["centres_mm"], np.float32, (0, 3)),
+            "kinds": _concat(self.small["kinds"], "<U16", (0,)),
+        }
+        temporary = self.target.with_name(self.target.name + ".tmp")
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            shape = (self.count, self.cube, self.cube, self.cube)
+            with archive.open("cubes.npy", "w", force_zip64=True) as entry:
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(CUBE_DTYPE)), "fortran_order": False,
+                          "shape": shape}
+                np.lib.format.write_array_header_2_0(entry, header)
+                with open(self.raw_path, "rb") as raw:
+                    while chunk := raw.read(1 << 24):
+                        entry.write(chunk)
+            for name, array in arrays.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
+                    np.lib.format.write_array(entry, np.ascontiguousarray(array), allow_pickle=False)
+        os.unlink(self.raw_path)
+        return temporary
+
+    def discard(self) -> None:
+        self.raw.close()
+        for path in (self.raw_path, str(self.target) + ".tmp"):
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+def _concat(parts: list[np.ndarray], dtype, empty_shape) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(empty_shape, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------
+# The build
+
+
+def _worker_setup() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def build_datasets(
+    data_root: str | os.PathLike,
+    out: str | os.PathLike,
+    config: BuildConfig | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int, SeriesResult], None] | None = None,
+    use_cache: bool = True,
+) -> dict:
+    """Build one ``.npz`` per modality from a data folder; returns the manifest.
+
+    Args:
+        data_root: a folder in the RSNA layout (real or demo).
+        out: where the datasets, the manifest and the cache of processed volumes go.
+        config: build parameters (defaults if None).
+        workers: processes (default: cores, at most 4); 1 runs in this process.
+        progress: called with (series done, total, that series' result).
+        use_cache: reuse and fill the cache of preprocessed volumes (``out/cache``).
+    """
+    start = time.perf_counter()
+    config = config or BuildConfig()
+    data_root, out = Path(data_root), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks, problems = _tasks(data_root, out, config, use_cache)
+    writers = {m: _ModalityWriter(out, DATASET_FILES[m], config.cube) for m in config.modalities}
+    outcomes: dict[str, dict] = {}
+    try:
+        for done, result in enumerate(_run(tasks, workers), start=1):
+            outcomes[result.series_uid] = result.outcome()
+            if result.status == "ok":
+                writers[result.modality].add(result)
+            if progress:
+                progress(done, len(tasks), result)
+        finished = {m: w.finish() for m, w in writers.items()}
+        for modality, temporary in finished.items():
+            os.replace(temporary, writers[modality].target)
+    finally:
+        for writer in writers.values():
+            writer.discard()
+    manifest = {
+        "version": __version__,
+        "data_root": str(data_root),
+        "config": config.to_dict(),
+        "preprocess_key": config.preprocess.key(),
+        "problems": problems,
+        "series": {uid: outcomes[uid] for uid in sorted(outcomes)},
+        "datasets": {m: _counts(m, w) for m, w in writers.items()},
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    _write_json(out / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def _tasks(data_root: Path, out: Path, config: BuildConfig, use_cache: bool) -> tuple[list[SeriesTask], list[str]]:
+    table = read_train(data_root)
+    localizers, problems = read_localizers(data_root)
+    cache_folder = out / "cache" / f"preprocessed-{config.preprocess.key()}"
+    tasks = []
+    for row in table.to_dict("records"):
+        uid, modality = str(row["SeriesInstanceUID"]), str(row["Modality"])
+        if modality not in config.modalities:
+            continue
+        folder = data_root / "series" / uid
+        if not folder.is_dir():
+            problems.append(f"Series {uid} is listed in train.csv but has no folder under series/.")
+            continue
+        cache = str(cache_folder / f"{uid}.npz") if use_cache else None
+        tasks.append(SeriesTask(uid, modality, bool(row[ANEURYSM_PRESENT]), localizers.get(uid, []), str(folder),
+                                cache, config))
+    return tasks, problems
+
+
+def _run(tasks: list[SeriesTask], workers: int | None):
+    """Results in task order (memory stays bounded: results are consumed as they come)."""
+    workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(tasks) or 1))
+    if workers == 1:
+        for task in tasks:
+            yield process_series(task)
+        return
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_setup) as pool:
+        futures = {pool.submit(process_series, task): index for index, task in enumerate(tasks)}
+        pending: dict[int, SeriesResult] = {}
+        next_index = 0
+        for future in as_completed(futures):
+            pending[futures[future]] = future.result()
+            while next_index in pending:
+                yield pending.pop(next_index)
+                next_index += 1
+
+
+def _counts(modality: str, writer: _ModalityWriter) -> dict:
+    labels = _concat(writer.small["labels"], np.uint8, (0,))
+    positive = int(labels.sum())
+    return {
+        "file": DATASET_FILES[modality], "series": len(writer.series), "positive_cubes": positive,
+        "negative_cubes": int(len(labels) - positive), "total": int(len(labels)),
+        "positive_share": round(positive / len(labels), 4) if len(labels) else 0.0,
+    }
+
+
+def _write_json(path: Path, value: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(value, indent=1))
+    os.replace(temporary, path)
+
+
+def balance_table(manifest: dict) -> pd.DataFrame:
+    """The origin project's table: series, positive, negative and total cubes, positive share."""
+    rows = [
+        {"Modality": m, "Series": c["series"], "Positive cubes": c["positive_cubes"],
+         "Negative cubes": c["negative_cubes"], "Total": c["total"], "Positive share": c["positive_share"]}
+        for m, c in manifest["datasets"].items()
+    ]
+    table = pd.DataFrame(rows)
+    if len(table):
+        total = table[["Series", "Positive cubes", "Negative cubes", "Total"]].sum()
+        table.loc[len(table)] = {"Modality": "All", **total.to_dict(),
+                                 "Positive share": round(total["Positive cubes"] / max(total["Total"], 1), 4)}
+    return table
