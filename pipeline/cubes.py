@@ -10,6 +10,12 @@ from pipeline.volume import Volume
 HEAD_THRESHOLD = 0.05  # normalised intensity above which a voxel is tissue, not air
 
 
+def _decision_values(values: np.ndarray) -> np.ndarray:
+    """Sampling decisions are made on float16 values, so that a volume read back from the
+    float16 cache gives exactly the same cubes as a freshly preprocessed one."""
+    return values.astype(np.float16, copy=False)
+
+
 def extract_cube(array: np.ndarray, centre, size: int, fill: float = 0.0) -> np.ndarray:
     """The ``size``-voxel cube centred on ``centre`` (z, y, x), padded with ``fill`` where it
     leaves the volume, so that its shape is always ``(size, size, size)`` and the centre
@@ -26,23 +32,28 @@ def extract_cube(array: np.ndarray, centre, size: int, fill: float = 0.0) -> np.
 
 
 def head_interior(volume: Volume, margin_mm: float = 8.0, stride: int = 2) -> tuple[np.ndarray, int]:
-    """Mask of the head's interior (tissue, away from the scalp by ``margin_mm``) on a grid
-    subsampled by ``stride``; returns (mask, stride)."""
-    coarse = volume.array[::stride, ::stride, ::stride]
+    """Mask of the head's interior (tissue at least ``margin_mm`` inside the head's surface)
+    on the grid subsampled by ``stride``; returns (mask, stride).
+
+    The distance to the surface is computed on a grid twice as coarse, which is enough
+    for a margin of millimetres and five times faster.
+    """
+    shape = volume.array[::stride, ::stride, ::stride].shape
+    coarse = _decision_values(volume.array[:: 2 * stride, :: 2 * stride, :: 2 * stride])
     head = ndimage.binary_fill_holes(coarse > HEAD_THRESHOLD)
     labels, count = ndimage.label(head)
     if count == 0:
-        return np.zeros_like(head), stride
-    largest = np.argmax(np.bincount(labels.ravel())[1:]) + 1
-    head = labels == largest
-    step = stride * float(np.mean(volume.spacing))
+        return np.zeros(shape, dtype=bool), stride
+    head = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    step = 2 * stride * float(np.mean(volume.spacing))
     inside = ndimage.distance_transform_edt(head) * step > margin_mm
-    return inside, stride
+    expanded = inside.repeat(2, axis=0).repeat(2, axis=1).repeat(2, axis=2)
+    return expanded[: shape[0], : shape[1], : shape[2]], stride
 
 
 def vessel_candidates(volume: Volume, modality: str, interior: np.ndarray, stride: int) -> np.ndarray:
     """Coarse-grid mask of voxels on vessels: bright lumen (CTA, MRA, T1 post) or flow voids (T2)."""
-    coarse = volume.array[::stride, ::stride, ::stride]
+    coarse = _decision_values(volume.array[::stride, ::stride, ::stride])
     values = coarse[interior]
     if values.size == 0:
         return np.zeros_like(interior)
@@ -71,7 +82,7 @@ def sample_points(
     spacing = np.asarray(spacing, dtype=float)
     avoid_mm = np.array([np.asarray(a, dtype=float) * spacing for a in avoid]).reshape(-1, 3)
     chosen: list[np.ndarray] = []
-    for index in rng.permutation(len(candidates))[: 50 * count + 1000]:
+    for index in rng.choice(len(candidates), size=min(len(candidates), 50 * count + 1000), replace=False):
         point = candidates[index].astype(float)
         point_mm = point * spacing
         if len(avoid_mm) and np.min(np.linalg.norm(avoid_mm - point_mm, axis=1)) < min_distance_mm:

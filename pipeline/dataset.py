@@ -205,7 +205,6 @@ def _processed_volume(task: SeriesTask) -> tuple[Volume, bool]:
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             cache.unlink(missing_ok=True)  # a damaged cache entry is recomputed
     volume = preprocess(load_series(task.folder), task.config.preprocess)
-    volume = volume.replace(array=volume.array.astype(CUBE_DTYPE))
     if cache is not None:
         save_processed(cache, volume)
     return volume, False
@@ -258,8 +257,8 @@ def _cut_cubes(task: SeriesTask, volume: Volume, result: SeriesResult) -> None:
         kinds.append(kind)
 
     centres = np.round(np.array(points, dtype=float)).reshape(-1, 3).astype(np.int32)
-    result.cubes = np.stack([extract_cube(volume.array, c, config.cube) for c in centres]) if len(centres) else \
-        np.zeros((0, config.cube, config.cube, config.cube), dtype=CUBE_DTYPE)
+    cubes = [extract_cube(volume.array, c, config.cube).astype(CUBE_DTYPE) for c in centres]
+    result.cubes = np.stack(cubes) if cubes else np.zeros((0, config.cube, config.cube, config.cube), CUBE_DTYPE)
     result.labels = np.array(labels, dtype=np.uint8)
     result.positions = np.array(positions, dtype=np.uint8).reshape(-1, len(LOCATIONS))
     result.centres_voxel = centres
