@@ -10,6 +10,28 @@ from pipeline.volume import Volume
 HEAD_THRESHOLD = 0.05  # normalised intensity above which a voxel is tissue, not air
 
 
+def _opening(values: np.ndarray, size: int) -> np.ndarray:
+    """Grey-level opening with a ``size``-voxel cube: separable running minima then maxima
+    along each axis, on shifted views (edges repeated), several times faster than scipy's."""
+    return _running(_running(values, size, np.minimum), size, np.maximum)
+
+
+def _running(values: np.ndarray, size: int, function) -> np.ndarray:
+    pad = size // 2
+    result = values
+    for axis in range(3):
+        padded = np.pad(result, [(pad, pad) if a == axis else (0, 0) for a in range(3)], mode="edge")
+        n = result.shape[axis]
+
+        def shifted(offset: int) -> np.ndarray:
+            return padded[tuple(slice(offset, offset + n) if a == axis else slice(None) for a in range(3))]
+
+        result = shifted(0)
+        for offset in range(1, size):
+            result = function(result, shifted(offset))
+    return result
+
+
 def _decision_values(values: np.ndarray) -> np.ndarray:
     """Sampling decisions are made on float16 values, so that a volume read back from the
     float16 cache gives exactly the same cubes as a freshly preprocessed one."""
@@ -52,16 +74,29 @@ def head_interior(volume: Volume, margin_mm: float = 8.0, stride: int = 2) -> tu
 
 
 def vessel_candidates(volume: Volume, modality: str, interior: np.ndarray, stride: int) -> np.ndarray:
-    """Coarse-grid mask of voxels on vessels: bright lumen (CTA, MRA, T1 post) or flow voids (T2)."""
-    coarse = _decision_values(volume.array[::stride, ::stride, ::stride])
-    values = coarse[interior]
-    if values.size == 0:
+    """Coarse-grid mask of voxels on vessels: bright lumen (CTA, MRA, T1 post) or flow voids (T2).
+
+    Vessels are thin: a morphological top-hat (the voxel against an opening of its 5 mm
+    neighbourhood; a closing for the dark flow voids of T2) keeps tubes and drops thick
+    structures such as the skull, whatever the scanner's intensity scale. Kept: the
+    strongest 1 % inside the head that reach 40 % of the strongest tubes (not noise);
+    in CTA, also only contrast values (200-550 HU, not bone).
+    """
+    coarse = _decision_values(volume.array[::stride, ::stride, ::stride]).astype(np.float32)
+    if not interior.any():
         return np.zeros_like(interior)
-    if modality == "CTA":
-        return interior & (coarse > 0.3) & (coarse < 0.65)  # about 200-550 HU: contrast, not bone
+    size = max(3, int(round(5.0 / (stride * float(np.mean(volume.spacing))))) | 1)
     if modality == "MRI T2":
-        return interior & (coarse < np.percentile(values, 2))
-    return interior & (coarse > np.percentile(values, 98))
+        tophat = -_opening(-coarse, size) - coarse  # black top-hat: closing minus image
+    else:
+        tophat = coarse - _opening(coarse, size)
+    inside = tophat[interior]
+    order = [int(q * (inside.size - 1)) for q in (0.99, 0.999)]
+    strongest = np.partition(inside, order)[order]
+    candidates = interior & (tophat >= max(strongest[0], 0.4 * strongest[1]))
+    if modality == "CTA":
+        candidates &= (coarse > 0.3) & (coarse < 0.65)  # about 200-550 HU: contrast, not bone
+    return candidates
 
 
 def sample_points(
