@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from pipeline.errors import IngestError
 
@@ -123,6 +124,43 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from pipeline.data import PROJECT_ROOT
+    from pipeline.dataset import DATASET_FILES
+    from pipeline.model import ModelConfig
+    from pipeline.train import TrainConfig, resolve_datasets, train
+
+    run = Path(args.run) if args.run else PROJECT_ROOT / "runs" / time.strftime("run-%Y%m%d-%H%M%S")
+    config = None
+    if not args.resume:
+        folders = args.datasets or [str(PROJECT_ROOT / "data" / "datasets")]
+        try:
+            files = resolve_datasets(folders)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if args.modalities:
+            wanted = {DATASET_FILES[m.strip()] for m in args.modalities.split(",") if m.strip() in DATASET_FILES}
+            files = tuple(f for f in files if Path(f).name in wanted)
+        config = TrainConfig(datasets=files, epochs=args.epochs, batch_size=args.batch, learning_rate=args.lr,
+                             seed=args.seed, precision=args.precision,
+                             model=ModelConfig(width=args.width, blocks=args.blocks))
+
+    def progress(record: dict) -> None:
+        if record["kind"] == "epoch":
+            auc = record["validation_auc"]
+            print(f"epoch {record['epoch']:3d}  loss {record['train_loss']:.3f}  validation AUC "
+                  f"{'n/a' if auc is None else f'{auc:.3f}'}  {record['cubes_per_second']:.0f} cubes/s", flush=True)
+
+    try:
+        train(config, run, resume=args.resume, progress=progress)
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"run folder: {run}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -159,6 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--no-cache", action="store_true", help="do not reuse or keep preprocessed volumes")
     build.set_defaults(handler=_build)
+
+    train = commands.add_parser("train", help="train the cube model on built datasets (resumable)")
+    train.add_argument("--datasets", nargs="*", help="dataset folders or .npz files (default: data/datasets)")
+    train.add_argument("--modalities", help="comma-separated subset of the datasets, e.g. 'CTA,MRA'")
+    train.add_argument("--run", help="run folder (default: runs/run-<time>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    train.add_argument("--epochs", type=int, default=25)
+    train.add_argument("--batch", type=int, default=32)
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--width", type=int, default=16, help="channels of the first stage (default 16)")
+    train.add_argument("--blocks", type=int, default=1, help="residual blocks per stage (default 1)")
+    train.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(handler=_train)
     return parser
 
 

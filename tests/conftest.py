@@ -14,6 +14,15 @@ from pipeline.dicomwriter import SeriesGeometry, SeriesHeader, derived_uid, writ
 DEMO_SEED = 2  # 8 series: every modality, a positive multi-frame MR, RLE, a coronal series
 
 
+def _build_config():
+    from pipeline.dataset import BuildConfig
+
+    return BuildConfig(negatives=4, jitter=1, min_distance_mm=20.0)
+
+
+BUILD_CONFIG = _build_config()
+
+
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
     """A small demo dataset, generated once per test session: (root, summary, manifest)."""
@@ -25,6 +34,17 @@ def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo") / "data"
     summary = generate_demo_data(root, n_series=8, seed=DEMO_SEED, workers=2)
     return root, summary, json.loads((root / MANIFEST).read_text())
+
+
+@pytest.fixture(scope="session")
+def built(demo, tmp_path_factory):
+    """The small demo dataset built into cubes once per session: (data root, out, manifest, truth)."""
+    from pipeline.dataset import build_datasets
+
+    root, _, truth = demo
+    out = tmp_path_factory.mktemp("datasets")
+    manifest = build_datasets(root, out, BUILD_CONFIG, workers=2)
+    return root, out, manifest, truth
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 

@@ -11,19 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.dataset import DATASET_FILES, MANIFEST_NAME, BuildConfig, balance_table, build_datasets
+from pipeline.dataset import DATASET_FILES, MANIFEST_NAME, balance_table, build_datasets
 from pipeline.labels import LOCATIONS
 from pipeline.rsna import parse_coordinates
 
-CONFIG = BuildConfig(negatives=4, jitter=1, min_distance_mm=20.0)
-
-
-@pytest.fixture(scope="session")
-def built(demo, tmp_path_factory):
-    root, _, truth = demo
-    out = tmp_path_factory.mktemp("datasets")
-    manifest = build_datasets(root, out, CONFIG, workers=2)
-    return root, out, manifest, truth
+from tests.conftest import BUILD_CONFIG as CONFIG
 
 
 def load(path):
