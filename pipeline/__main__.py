@@ -161,6 +161,43 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from pipeline.inference import Predictor
+
+    try:
+        predictor = Predictor(args.model, flip=args.flip)
+    except (FileNotFoundError, RuntimeError, KeyError, ValueError) as exc:
+        print(f"error: the model could not be loaded: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    prediction = predictor.predict(args.path, series_uid=args.series)
+    if args.json:
+        print(json.dumps(prediction.to_json()))
+        return 0
+    print(f"series {prediction.series_uid} ({prediction.modality})")
+    for name, value in prediction.probabilities.items():
+        print(f"{value:8.3f}  {name}")
+    for rank, candidate in enumerate(prediction.candidates, start=1):
+        print(f"candidate {rank}: p={candidate['probability']:.3f} {candidate['location']} at "
+              f"{candidate['position_mm']} mm, image {candidate['SOPInstanceUID']} {candidate['coordinates']}")
+    print("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in prediction.timings.items()))
+    for warning in prediction.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pipeline.evaluate import evaluate_run
+
+    result = evaluate_run(args.run, _data_root(args.data), flip=args.flip,
+                          progress=lambda done, total: _progress_bar(done, total, "held-out series"))
+    print(file=sys.stderr)
+    score = result["final_score"]
+    print(f"held-out series: {result['series']}; final score {'undefined' if score is None else f'{score:.4f}'}; "
+          f"Aneurysm Present AUC {result['aneurysm_present_auc']}; mean location AUC {result['location_auc_mean']} "
+          f"({result['locations_defined']} of 13 locations defined)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +248,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(handler=_train)
+
+    predict = commands.add_parser("predict", help="the 14 RSNA probabilities of one series (folder, files or .zip)")
+    predict.add_argument("path")
+    predict.add_argument("--model", help="checkpoint (default: the shipped demo model)")
+    predict.add_argument("--series", help="SeriesInstanceUID, when the path holds several series")
+    predict.add_argument("--flip", action="store_true", help="average with the left-right mirrored volume")
+    predict.add_argument("--json", action="store_true", help="one JSON object on standard output")
+    predict.set_defaults(handler=_predict)
+
+    evaluate = commands.add_parser("evaluate", help="score a run's held-out series with the RSNA metric")
+    evaluate.add_argument("--run", required=True)
+    evaluate.add_argument("--data", help="data folder (default: ANEURYSM_DATA, else the demo data)")
+    evaluate.add_argument("--flip", action="store_true")
+    evaluate.set_defaults(handler=_evaluate)
     return parser
 
 

@@ -300,8 +300,9 @@ def train(
             if record is None:  # stopped in the middle of the epoch: it does not count
                 status.update(state="stopped")
                 break
-            if record["validation_auc"] is not None and record["validation_auc"] > best_auc:
-                best_auc = record["validation_auc"]
+            improved = record["validation_auc"] is not None and record["validation_auc"] > best_auc
+            if improved or not (run / "best.pt").is_file():  # without a validation AUC: the latest
+                best_auc = record["validation_auc"] if improved else best_auc
                 _save(run / "best.pt", {"model": model.state_dict(),
                                         "meta": checkpoint_meta(config, data, epoch, best_auc)})
             _save(run / "last.pt", {

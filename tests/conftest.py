@@ -150,3 +150,14 @@ def patient_grid(volume):
     """Patient coordinates of every voxel centre, shape (z, y, x, 3)."""
     index = np.stack(np.meshgrid(*[np.arange(n) for n in volume.shape], indexing="ij"), axis=-1)
     return volume.voxel_to_patient(index.reshape(-1, 3)).reshape(*volume.shape, 3)
+
+
+@pytest.fixture(scope="session")
+def trained(built, tmp_path_factory):
+    """A one-epoch run on the small built dataset (a model to exercise inference, not a good one)."""
+    from pipeline.train import TrainConfig, resolve_datasets, train
+
+    _, out, _, _ = built
+    run = tmp_path_factory.mktemp("run") / "run"
+    train(TrainConfig(datasets=resolve_datasets([out]), epochs=1, batch_size=16), run)
+    return run

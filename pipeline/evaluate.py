@@ -1,0 +1,73 @@
+"""Evaluation on held-out series: the RSNA metric from whole-series inference, written into the run.
+
+``python -m pipeline evaluate --run RUN [--data DIR]`` scores every validation series of the
+run's split with the inference path (`pipeline.inference`) using the run's ``best.pt``, and
+writes ``evaluation.json``: per-column AUCs, the final score (columns with one class are
+undefined, not 0.5), ROC curve data of ``Aneurysm Present``, a calibration table, the
+cube-level validation AUC of the best epoch, and each series' probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.errors import IngestError
+from pipeline.inference import Predictor
+from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS
+from pipeline.metrics import roc_curve, rsna_score
+from pipeline.rsna import read_train
+
+EVALUATION = "evaluation.json"
+
+
+def calibration_table(labels: np.ndarray, scores: np.ndarray, bins: int = 5) -> list[dict]:
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    table = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (scores >= low) & ((scores < high) | (high == 1.0))
+        table.append({"bin": [round(low, 2), round(high, 2)], "series": int(inside.sum()),
+                      "mean_predicted": float(scores[inside].mean()) if inside.any() else None,
+                      "observed_rate": float(labels[inside].mean()) if inside.any() else None})
+    return table
+
+
+def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> dict:
+    run, data_root = Path(run), Path(data_root)
+    split = json.loads((run / "split.json").read_text())
+    table = read_train(data_root).set_index("SeriesInstanceUID")
+    predictor = Predictor(run / "best.pt", flip=flip)
+    series = [uid for uid in split["validation"] if uid in table.index]
+    rows, skipped, start = [], {}, time.perf_counter()
+    for done, uid in enumerate(series, start=1):
+        try:
+            prediction = predictor.predict(data_root / "series" / uid)
+            rows.append({"series_uid": uid, "modality": str(table.loc[uid, "Modality"]),
+                         **{name: prediction.probabilities[name] for name in LABEL_COLUMNS},
+                         "seconds": prediction.timings["total"]})
+        except IngestError as exc:
+            skipped[uid] = str(exc)
+        if progress:
+            progress(done, len(series))
+    truth = {name: np.array([table.loc[r["series_uid"], name] for r in rows], dtype=float) for name in LABEL_COLUMNS}
+    predicted = {name: np.array([r[name] for r in rows], dtype=float) for name in LABEL_COLUMNS}
+    score = rsna_score(truth, predicted)
+    best = json.loads(__import__("torch").load(run / "best.pt", weights_only=True)["meta"])
+    result = {
+        **score,
+        "series": len(rows), "skipped": skipped, "flip": flip,
+        "roc": roc_curve(truth[ANEURYSM_PRESENT], predicted[ANEURYSM_PRESENT]),
+        "calibration": calibration_table(truth[ANEURYSM_PRESENT], predicted[ANEURYSM_PRESENT]),
+        "cube_validation_auc": best.get("validation_auc"), "best_epoch": best.get("epoch"),
+        "predictions": rows, "seconds": round(time.perf_counter() - start, 2),
+    }
+    temporary = run / (EVALUATION + ".tmp")
+    temporary.write_text(json.dumps(result, indent=1))
+    os.replace(temporary, run / EVALUATION)
+    return result

@@ -1,0 +1,123 @@
+"""Inference: the JSON contract, inputs (folder, zip), bad input, and the mirror symmetry of --flip."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from pipeline.errors import IngestError
+from pipeline.inference import Predictor, predict_series, read_source
+from pipeline.labels import LABEL_COLUMNS, LOCATIONS, MIRROR_PERMUTATION
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "pipeline", "predict", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def a_series(demo, positive=True):
+    root, _, truth = demo
+    uid = next(u for u, e in truth["series"].items() if bool(e["aneurysms"]) == positive)
+    return root / "series" / uid, uid
+
+
+def test_cli_json_has_exactly_the_14_names(demo, trained):
+    folder, uid = a_series(demo)
+    result = cli(str(folder), "--model", str(trained / "best.pt"), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == {"series_uid", "modality", "probabilities", "candidates", "timings", "warnings"}
+    assert list(report["probabilities"]) == list(LABEL_COLUMNS)
+    assert all(0.0 <= v <= 1.0 for v in report["probabilities"].values())
+    assert report["series_uid"] == uid
+    assert {"read", "preprocess", "network", "total"} <= set(report["timings"])
+    for candidate in report["candidates"]:
+        assert candidate["location"] in LOCATIONS and {"x", "y"} <= set(candidate["coordinates"])
+
+
+def test_a_zip_gives_the_same_prediction_as_the_folder(demo, trained, tmp_path):
+    folder, _ = a_series(demo)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in folder.iterdir():
+            archive.write(path, f"nested/dir/{path.name}")
+    (tmp_path / "series.zip").write_bytes(buffer.getvalue())
+    predictor = Predictor(trained / "best.pt")
+    from_folder = predictor.predict(folder).probabilities
+    from_zip = predictor.predict(tmp_path / "series.zip").probabilities
+    from_bytes = predictor.predict(buffer.getvalue()).probabilities
+    assert from_folder == pytest.approx(from_zip) and from_folder == pytest.approx(from_bytes)
+
+
+def test_predict_series_returns_one_row_in_rsna_order(demo, trained):
+    folder, _ = a_series(demo, positive=False)
+    frame = predict_series(folder, checkpoint=trained / "best.pt")
+    assert list(frame.columns) == list(LABEL_COLUMNS) and len(frame) == 1
+
+
+@pytest.mark.parametrize("case", ["text", "garbage-zip", "empty-folder", "two-series", "encrypted-zip"])
+def test_bad_input_exits_2_with_one_clear_line(demo, trained, tmp_path, case):
+    root, _, truth = demo
+    if case == "text":
+        target = tmp_path / "notes.dcm"
+        target.write_text("not an image")
+    elif case == "garbage-zip":
+        target = tmp_path / "upload.zip"
+        target.write_bytes(b"PK\x03\x04" + bytes(200))
+    elif case == "empty-folder":
+        target = tmp_path / "empty"
+        target.mkdir()
+    elif case == "two-series":
+        target = tmp_path / "two"
+        for uid in list(truth["series"])[:2]:
+            shutil.copytree(root / "series" / uid, target / uid)
+    else:
+        target = tmp_path / "locked.zip"
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("a.dcm", b"x" * 10)
+        data = bytearray(buffer.getvalue())
+        data[6] |= 0x1  # the encryption flag of the local header
+        central = data.rfind(b"PK\x01\x02")
+        data[central + 8] |= 0x1  # ... and of the central directory
+        target.write_bytes(bytes(data))
+    result = cli(str(target), "--model", str(trained / "best.pt"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_model_is_a_clear_error(demo, tmp_path):
+    folder, _ = a_series(demo)
+    result = cli(str(folder), "--model", str(tmp_path / "none.pt"))
+    assert result.returncode == 2 and "No model at" in result.stderr
+
+
+def test_zip_members_never_touch_the_file_system(tmp_path, monkeypatch):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("../../escape.dcm", b"data")
+        archive.writestr("/absolute.dcm", b"data")
+    monkeypatch.chdir(tmp_path)
+    files = read_source(buffer.getvalue())
+    assert [name for name, _ in files] == ["../../escape.dcm", "/absolute.dcm"]
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(IngestError, match="not a readable zip"):
+        read_source(b"PK\x03\x04 broken")
+
+
+def test_flip_averaging_is_mirror_symmetric(trained):
+    predictor = Predictor(trained / "best.pt", flip=True)
+    rng = np.random.default_rng(0)
+    array = rng.random((48, 64, 80)).astype(np.float32)  # x a multiple of the stride
+    presence, location, _ = predictor.score(array)
+    mirrored_presence, mirrored_location, _ = predictor.score(np.ascontiguousarray(array[..., ::-1]))
+    np.testing.assert_allclose(mirrored_presence, presence[..., ::-1], atol=1e-5)
+    np.testing.assert_allclose(mirrored_location, location[list(MIRROR_PERMUTATION)][..., ::-1], atol=1e-5)
