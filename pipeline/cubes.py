@@ -108,16 +108,24 @@ def sample_points(
     avoid: list[np.ndarray],
     min_distance_mm: float,
     spread_mm: float,
+    weights: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """Up to ``count`` full-grid points drawn from a coarse ``mask``, each at least
-    ``min_distance_mm`` from every point of ``avoid`` and ``spread_mm`` from each other."""
+    """Up to ``count`` full-grid points drawn from a coarse ``mask`` (with probabilities
+    proportional to ``weights`` on the mask, if given), each at least ``min_distance_mm``
+    from every point of ``avoid`` and ``spread_mm`` from each other."""
     candidates = np.argwhere(mask) * stride
     if len(candidates) == 0 or count <= 0:
         return []
+    probabilities = None
+    if weights is not None:
+        probabilities = weights[mask].astype(np.float64)
+        probabilities = probabilities / probabilities.sum() if probabilities.sum() > 0 else None
     spacing = np.asarray(spacing, dtype=float)
     avoid_mm = np.array([np.asarray(a, dtype=float) * spacing for a in avoid]).reshape(-1, 3)
     chosen: list[np.ndarray] = []
-    for index in rng.choice(len(candidates), size=min(len(candidates), 50 * count + 1000), replace=False):
+    draws = min(int(np.count_nonzero(probabilities)) if probabilities is not None else len(candidates),
+                50 * count + 1000)
+    for index in rng.choice(len(candidates), size=draws, replace=False, p=probabilities):
         point = candidates[index].astype(float)
         point_mm = point * spacing
         if len(avoid_mm) and np.min(np.linalg.norm(avoid_mm - point_mm, axis=1)) < min_distance_mm:
@@ -128,3 +136,10 @@ def sample_points(
         if len(chosen) == count:
             break
     return chosen
+
+
+def vessel_density(candidates: np.ndarray, stride: int, spacing, radius_mm: float = 12.0) -> np.ndarray:
+    """How many vessel voxels surround each coarse voxel: highest in the arterial core
+    (the circle of Willis), where aneurysms and their mimics are."""
+    size = max(3, int(round(2 * radius_mm / (stride * float(np.mean(spacing))))) | 1)
+    return ndimage.uniform_filter(candidates.astype(np.float32), size=size)

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import __version__
-from pipeline.cubes import extract_cube, head_interior, sample_points, vessel_candidates
+from pipeline.cubes import extract_cube, head_interior, sample_points, vessel_candidates, vessel_density
 from pipeline.dicom import load_series
 from pipeline.errors import IngestError
 from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
@@ -244,8 +244,9 @@ def _cut_cubes(task: SeriesTask, volume: Volume, result: SeriesResult) -> None:
     interior, stride = head_interior(volume)
     n_hard = int(round(config.negatives * config.hard_share))
     spread = config.cube * float(spacing.mean()) / 4
-    hard = sample_points(vessel_candidates(volume, task.modality, interior, stride), stride, n_hard, rng, spacing,
-                         aneurysms, config.min_distance_mm, spread)
+    vessels = vessel_candidates(volume, task.modality, interior, stride)
+    density = vessel_density(vessels, stride, spacing) ** 2  # favour the vessel-dense core: where aneurysms are
+    hard = sample_points(vessels, stride, n_hard, rng, spacing, aneurysms, config.min_distance_mm, spread, density)
     easy = sample_points(interior, stride, config.negatives - len(hard), rng, spacing,
                          aneurysms + hard, config.min_distance_mm, spread)
     if len(hard) + len(easy) < config.negatives:
