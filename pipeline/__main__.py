@@ -143,7 +143,7 @@ def _train(args: argparse.Namespace) -> int:
             wanted = {DATASET_FILES[m.strip()] for m in args.modalities.split(",") if m.strip() in DATASET_FILES}
             files = tuple(f for f in files if Path(f).name in wanted)
         config = TrainConfig(datasets=files, epochs=args.epochs, batch_size=args.batch, learning_rate=args.lr,
-                             seed=args.seed, precision=args.precision,
+                             seed=args.seed, precision=args.precision, positive_weight=args.positive_weight,
                              model=ModelConfig(width=args.width, blocks=args.blocks))
 
     def progress(record: dict) -> None:
@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--blocks", type=int, default=1, help="residual blocks per stage (default 1)")
     train.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--positive-weight", type=float, default=None,
+                       help="weight of positive cubes in the loss (default: negatives / positives)")
     train.set_defaults(handler=_train)
 
     predict = commands.add_parser("predict", help="the 14 RSNA probabilities of one series (folder, files or .zip)")

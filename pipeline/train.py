@@ -17,7 +17,7 @@ A run is a folder:
   unfinished epoch is dropped, ``last.pt`` keeps the last finished one.
 
 Class imbalance: the presence loss weighs positive cubes by (negatives / positives) of the
-training split. Augmentation: intensity scale, shift and noise, shifts of up to 3 voxels,
+training split, unless ``positive_weight`` sets another weight. Augmentation: intensity scale, shift and noise, shifts of up to 3 voxels,
 and a left-right flip of the patient's left-right axis (array axis 2 in the canonical SPL
 orientation) that swaps the Left and Right location labels with it.
 """
@@ -62,6 +62,7 @@ class TrainConfig:
     max_shift: int = 3
     seed: int = 0
     precision: str = "auto"  # "auto", "bf16" or "fp32"
+    positive_weight: float | None = None  # weight of positive cubes in the presence loss; None: negatives / positives
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict:
@@ -287,6 +288,8 @@ def train(
 
     train_labels = data.labels[train_index]
     positive_weight = (len(train_labels) - train_labels.sum()) / train_labels.sum().clamp(min=1.0)
+    if config.positive_weight is not None:
+        positive_weight = torch.tensor(float(config.positive_weight))
     (run / STOP_FILE).unlink(missing_ok=True)
     status = {"state": "running", "pid": os.getpid(), "epoch": first_epoch - 1, "epochs": config.epochs,
               "device": device.type, "precision": str(autocast_dtype or "fp32"), "started": time.time()}
