@@ -49,6 +49,10 @@ def home() -> None:
     st.caption(f"Version {__version__}")
 
 
-navigation = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)])
+navigation = st.navigation([
+    st.Page(home, title="Home", icon=":material/home:", default=True),
+    st.Page("pages/explore.py", title="Dataset exploration", icon=":material/database:"),
+])
 sidebar(data_source())
+st.session_state["navigation_ready"] = True
 navigation.run()

@@ -62,3 +62,13 @@ def sidebar(root: Path | None) -> None:
         st.markdown(f"**{kind}**")
         st.caption(f"{len(table)} series, {int(table['Aneurysm Present'].sum())} with an aneurysm")
         st.text(str(root))
+
+
+def require_navigation() -> None:
+    """Send a visitor who reached a page before the app's navigation ran to the home page.
+
+    On a fresh server, a direct link to a page runs that file alone (Streamlit's older
+    pages/ mechanism), without the sidebar or the data source: start from app.py instead.
+    """
+    if not st.session_state.get("navigation_ready"):
+        st.switch_page("app.py")

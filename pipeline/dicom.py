@@ -213,6 +213,8 @@ class SeriesInfo:
     columns: int
     plane: str
     files: list[str] = field(default_factory=list)
+    pixel_spacing: tuple[float, float] | None = None  # (rows, columns) mm
+    slice_spacing: float | None = None  # median distance between slice positions, mm
 
     def describe(self) -> str:
         return (
@@ -245,11 +247,14 @@ def _describe_group(uid: str, members: list[_File]) -> SeriesInfo:
     sizes = Counter((int(ds.Rows), int(ds.Columns)) for _, ds, _ in members)
     (rows, columns), _ = sizes.most_common(1)[0]
     planes = Counter()
-    for _, ds, _ in members:
-        for geometry in _frame_geometries(ds):
-            if geometry is not None:
-                planes[plane_of_normal(np.cross(geometry.row_cosine, geometry.column_cosine))] += 1
-                break
+    geometries = [g for _, ds, _ in members for g in _frame_geometries(ds) if g is not None]
+    for geometry in geometries:
+        planes[plane_of_normal(geometry.normal)] += 1
+    slice_spacing = None
+    if len(geometries) > 1:
+        normal = geometries[0].normal
+        steps = np.diff(np.unique(np.round([g.position @ normal for g in geometries], 3)))
+        slice_spacing = float(np.median(steps)) if steps.size else None
     return SeriesInfo(
         series_uid=uid,
         modality=str(first.get("Modality", "") or "unknown"),
@@ -259,6 +264,8 @@ def _describe_group(uid: str, members: list[_File]) -> SeriesInfo:
         columns=columns,
         plane=planes.most_common(1)[0][0] if planes else "unknown",
         files=[file.item.name for file in members],
+        pixel_spacing=geometries[0].pixel_spacing if geometries else None,
+        slice_spacing=slice_spacing,
     )
 
 

@@ -1,0 +1,126 @@
+"""Dataset exploration: what the data folder holds, and a viewer for any series."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from dashboard import figures
+from dashboard.data import data_source, require_navigation, train_table
+from dashboard.volumes import default_spacing, display_volume, geometry_table, modified_time
+from pipeline.labels import MODALITIES
+
+CT_WINDOWS = {"Angiography (W 600, L 200)": (-100.0, 500.0), "Brain (W 80, L 40)": (0.0, 80.0),
+              "Bone (W 2000, L 500)": (-500.0, 1500.0)}
+NEAR_MM = 4.0  # a localizer is marked on slices within this distance
+
+
+def overview(table) -> None:
+    columns = st.columns(4)
+    columns[0].metric("Series", len(table))
+    columns[1].metric("With an aneurysm", int(table["Aneurysm Present"].sum()))
+    columns[2].metric("Positive share", f"{table['Aneurysm Present'].mean():.0%}")
+    columns[3].metric("Modalities", table["Modality"].nunique())
+    left, right = st.columns(2)
+    left.plotly_chart(figures.balance_by_modality(table), width="stretch")
+    right.plotly_chart(figures.ages(table), width="stretch")
+    st.plotly_chart(figures.locations(table), width="stretch")
+    shares = (table.groupby("Modality")["Aneurysm Present"].agg(["count", "sum", "mean"])
+              .reindex([m for m in MODALITIES if m in set(table["Modality"])]))
+    shares.columns = ["Series", "With an aneurysm", "Positive share"]
+    st.dataframe(shares.style.format({"Positive share": "{:.0%}"}), width="stretch")
+
+
+def geometry(root, table) -> None:
+    series = tuple(zip(table["SeriesInstanceUID"].astype(str), table["Modality"].astype(str)))
+    with st.spinner("Reading the headers..."):
+        frame = geometry_table(str(root), modified_time(root), series)
+    if frame.empty:
+        st.warning("No series header could be read.")
+        return
+    if len(frame) < len(series):
+        st.caption(f"From the headers of {len(frame)} of {len(series)} series.")
+    left, right = st.columns(2)
+    left.plotly_chart(figures.spacing(frame, "Pixel spacing (mm)"), width="stretch")
+    right.plotly_chart(figures.spacing(frame, "Slice spacing (mm)"), width="stretch")
+    summary = frame.groupby(["Modality", "Plane"]).agg(
+        Series=("Images", "size"), Images=("Images", "median"),
+        Pixel=("Pixel spacing (mm)", "median"), Slice=("Slice spacing (mm)", "median"),
+    ).rename(columns={"Images": "Median images", "Pixel": "Median pixel (mm)", "Slice": "Median slice (mm)"})
+    st.dataframe(summary, width="stretch")
+
+
+def _label(row) -> str:
+    flag = "aneurysm" if row["Aneurysm Present"] == 1 else "no aneurysm"
+    return f"{row['Modality']} · {flag} · …{str(row['SeriesInstanceUID'])[-10:]}"
+
+
+@st.fragment
+def viewer(root, table) -> None:
+    options = table.to_dict("records")
+    choice = st.selectbox("Series", options, format_func=_label, key="explore_series")
+    with st.spinner("Reading and reorienting the series..."):
+        try:
+            shown = display_volume(str(root), str(choice["SeriesInstanceUID"]), default_spacing())
+        except Exception as exc:  # a broken series must not break the page
+            st.error(f"This series cannot be shown: {exc}")
+            return
+    array, spacing = shown["array"], shown["spacing"][0]
+    controls, picture = st.columns([1, 3])
+    with controls:
+        plane = st.radio("Plane", ["Axial", "Coronal", "Sagittal"], horizontal=True, key="explore_plane")
+        axis = {"Axial": 0, "Coronal": 1, "Sagittal": 2}[plane]
+        count = array.shape[axis]
+        index = st.slider("Slice", 0, count - 1, count // 2, key=f"explore_slice_{axis}")
+        mip = st.toggle("MIP (maximum intensity)", value=False, key="explore_mip")
+        slab = st.slider("Slab (mm)", 4, 60, 24, 2, disabled=not mip, key="explore_slab")
+        if shown["modality"] == "CT":
+            preset = st.selectbox("Window", list(CT_WINDOWS), key="explore_window")
+            window = CT_WINDOWS[preset]
+        else:
+            window = None  # MR has no absolute scale: windowed on what is shown
+        st.caption(f"Acquired {shown['plane']}, {shown['source_shape'][2]} images of "
+                   f"{shown['source_shape'][0]} x {shown['source_shape'][1]}; shown at {spacing:.1f} mm, "
+                   "canonical orientation (patient's left on the right).")
+        for warning in shown["warnings"]:
+            st.caption(f"⚠ {warning}")
+    half = int(round(slab / 2 / spacing)) if mip else 0
+    low, high = max(index - half, 0), min(index + half + 1, count)
+    block = np.take(array, range(low, high), axis=axis)
+    image = block.max(axis=axis) if mip else block.squeeze(axis)
+    if axis > 0:
+        image = image[::-1]  # superior up
+    if window is None:
+        window = tuple(float(v) for v in np.percentile(image, [1.0, 99.8]))
+    markers = []
+    for point in shown["localizers"]:
+        z, y, x = point["voxel"]
+        depth = (z, y, x)[axis]
+        if low - NEAR_MM / spacing <= depth <= high - 1 + NEAR_MM / spacing:
+            column, row = {0: (x, y), 1: (x, array.shape[0] - 1 - z), 2: (y, array.shape[0] - 1 - z)}[axis]
+            markers.append({"x": column, "y": row, "text": point["location"]})
+    title = f"{plane} {'MIP ' + str(slab) + ' mm' if mip else 'slice'} {index + 1}/{count}"
+    picture.plotly_chart(figures.slice_image(image, window, markers, title), width="stretch",
+                         config={"displayModeBar": False})
+    if shown["localizers"]:
+        picture.caption("Circles: the aneurysm localizers of this series (train_localizers.csv).")
+
+
+def page() -> None:
+    require_navigation()
+    st.title("Dataset exploration")
+    root = data_source()
+    if root is None:
+        st.error("No data folder is available.")
+        return
+    table = train_table(root)
+    tab_overview, tab_geometry, tab_viewer = st.tabs(["Overview", "Acquisition geometry", "Series viewer"])
+    with tab_overview:
+        overview(table)
+    with tab_geometry:
+        geometry(root, table)
+    with tab_viewer:
+        viewer(root, table)
+
+
+page()
