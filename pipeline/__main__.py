@@ -94,7 +94,7 @@ def _data_root(value: str | None):
 
 
 def _build(args: argparse.Namespace) -> int:
-    from pipeline.data import PROJECT_ROOT
+    from pipeline.data import datasets_root
     from pipeline.dataset import BuildConfig, balance_table, build_datasets
     from pipeline.preprocess import PreprocessConfig
 
@@ -109,9 +109,20 @@ def _build(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     data = _data_root(args.data)
-    out = args.out or PROJECT_ROOT / "data" / "datasets"
+    out = args.out or datasets_root()
+
+    def progress(done: int, total: int, result) -> None:
+        if args.progress_json:  # one JSON line per series, for the dashboard
+            print(json.dumps({"done": done, "total": total, "series_uid": result.series_uid,
+                              "modality": result.modality, "status": result.status, "reason": result.reason,
+                              "cubes": 0 if result.labels is None else len(result.labels)}), flush=True)
+        else:
+            _progress_bar(done, total)
+
     manifest = build_datasets(data, out, config, workers=args.workers, use_cache=not args.no_cache,
-                              progress=lambda done, total, result: _progress_bar(done, total))
+                              progress=progress)
+    if args.progress_json:
+        return 0
     print(file=sys.stderr)
     skipped = {uid: o for uid, o in manifest["series"].items() if o["status"] != "ok"}
     for uid, outcome in skipped.items():
@@ -125,7 +136,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pipeline.data import PROJECT_ROOT
+    from pipeline.data import PROJECT_ROOT, datasets_root
     from pipeline.dataset import DATASET_FILES
     from pipeline.model import ModelConfig
     from pipeline.train import TrainConfig, resolve_datasets, train
@@ -133,7 +144,7 @@ def _train(args: argparse.Namespace) -> int:
     run = Path(args.run) if args.run else PROJECT_ROOT / "runs" / time.strftime("run-%Y%m%d-%H%M%S")
     config = None
     if not args.resume:
-        folders = args.datasets or [str(PROJECT_ROOT / "data" / "datasets")]
+        folders = args.datasets or [str(datasets_root())]
         try:
             files = resolve_datasets(folders)
         except FileNotFoundError as exc:
@@ -233,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--modalities", help="comma-separated subset, e.g. 'CTA,MRA' (default: all four)")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--no-cache", action="store_true", help="do not reuse or keep preprocessed volumes")
+    build.add_argument("--progress-json", action="store_true", help="one JSON line per series on standard output")
     build.set_defaults(handler=_build)
 
     train = commands.add_parser("train", help="train the cube model on built datasets (resumable)")

@@ -3,7 +3,8 @@
 ``ANEURYSM_DATA`` names a data folder in the RSNA layout (``train.csv``,
 ``train_localizers.csv``, ``series/``). Without it the demo data are used, kept in
 ``ANEURYSM_DEMO_DIR`` (default: ``data/demo`` in the project folder) and generated on
-first use (``ANEURYSM_DEMO_SERIES`` series, default 60).
+first use (``ANEURYSM_DEMO_SERIES`` series, default 60). Built cube datasets go to
+``ANEURYSM_DATASETS_DIR`` (default: ``data/datasets``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_ENV = "ANEURYSM_DATA"
 DEMO_DIR_ENV = "ANEURYSM_DEMO_DIR"
 DEMO_SERIES_ENV = "ANEURYSM_DEMO_SERIES"
+
+
+DATASETS_ENV = "ANEURYSM_DATASETS_DIR"
+
+
+def datasets_root() -> Path:
+    """Where the built cube datasets go by default (``ANEURYSM_DATASETS_DIR`` or data/datasets)."""
+    return Path(os.environ.get(DATASETS_ENV) or PROJECT_ROOT / "data" / "datasets")
 
 
 def demo_root() -> Path:

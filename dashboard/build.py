@@ -1,0 +1,52 @@
+"""Running the dataset builder from a page: a child process, with live per-series status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import streamlit as st
+
+from pipeline.data import PROJECT_ROOT
+from pipeline.dataset import MANIFEST_NAME, BuildConfig
+
+
+def run_build(data_root: Path, out: Path, config: BuildConfig, on_series: Callable[[dict], None]) -> tuple[int, str]:
+    """``python -m pipeline build`` in a child process (its workers never re-import the page);
+    calls ``on_series`` with each series' JSON line; returns (exit status, last error line)."""
+    command = [
+        sys.executable, "-m", "pipeline", "build", "--data", str(data_root), "--out", str(out), "--progress-json",
+        "--cube", str(config.cube), "--negatives", str(config.negatives), "--hard-share", str(config.hard_share),
+        "--min-distance", str(config.min_distance_mm), "--jitter", str(config.jitter),
+        "--spacing", str(config.preprocess.target_spacing[0]), "--modalities", ",".join(config.modalities),
+    ]
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        try:
+            on_series(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    error = process.stderr.read().strip().splitlines()
+    return process.wait(), error[-1] if error else ""
+
+
+@st.cache_data(show_spinner=False)
+def load_manifest(out: str, modified: float) -> dict:
+    return json.loads((Path(out) / MANIFEST_NAME).read_text())
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def sample_cubes(path: str, modified: float, per_kind: int = 4) -> dict[str, list[np.ndarray]]:
+    """Axial MIPs through the middle of a few cubes of each kind (positive, hard negative, negative)."""
+    with np.load(path, allow_pickle=False) as data:
+        kinds, cubes = data["kinds"], data["cubes"]
+        sample = {}
+        for kind in ("positive", "hard negative", "negative"):
+            chosen = np.flatnonzero(kinds == kind)[:per_kind]
+            middle = cubes.shape[1] // 2
+            sample[kind] = [cubes[i, middle - 6:middle + 6].astype(np.float32).max(axis=0) for i in chosen]
+    return sample

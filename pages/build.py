@@ -1,0 +1,122 @@
+"""Dataset building: cut the training cubes, watch the progress, see the balance and samples."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from dashboard.build import load_manifest, run_build, sample_cubes
+from dashboard.data import data_source, require_navigation
+from dashboard.figures import ACCENT, MUTED, _style
+from pipeline.data import datasets_root
+from pipeline.dataset import DATASET_FILES, MANIFEST_NAME, BuildConfig, balance_table
+from pipeline.labels import MODALITIES
+from pipeline.preprocess import PreprocessConfig
+
+DOWNLOAD_LIMIT = 300 << 20  # larger files: the path is shown instead of a download button
+
+
+def parameters() -> BuildConfig | None:
+    with st.form("build_parameters"):
+        left, middle, right = st.columns(3)
+        modalities = left.multiselect("Modalities", list(MODALITIES), default=list(MODALITIES), key="build_modalities")
+        cube = left.number_input("Cube side (voxels)", 16, 96, 48, 8)
+        spacing = left.number_input("Target spacing (mm)", 0.4, 2.0, 0.8, 0.1, format="%.1f")
+        negatives = middle.number_input("Negative cubes per series", 0, 200, 6, key="build_negatives")
+        hard = middle.slider("Share of hard negatives (on vessels)", 0.0, 1.0, 0.5, 0.05)
+        distance = right.number_input("Least distance of a negative to an aneurysm (mm)", 5.0, 80.0, 20.0, 1.0)
+        jitter = right.number_input("Jittered copies per positive", 0, 10, 2)
+        submitted = st.form_submit_button("Build the datasets", type="primary")
+    if not submitted:
+        return None
+    if not modalities:
+        st.error("Choose at least one modality.")
+        return None
+    return BuildConfig(cube=int(cube), negatives=int(negatives), hard_share=float(hard), min_distance_mm=float(distance),
+                       jitter=int(jitter), modalities=tuple(modalities),
+                       preprocess=PreprocessConfig(target_spacing=(float(spacing),) * 3))
+
+
+def build(root, out, config: BuildConfig) -> None:
+    rows: list[dict] = []
+    with st.status("Building the datasets...", expanded=True) as status:
+        bar = st.progress(0.0)
+        table = st.empty()
+
+        def on_series(line: dict) -> None:
+            rows.append({"Series": "…" + line["series_uid"][-12:], "Modality": line["modality"],
+                         "Status": line["status"], "Cubes": line["cubes"], "Reason": line["reason"]})
+            bar.progress(line["done"] / line["total"], text=f"{line['done']} / {line['total']} series")
+            table.dataframe(pd.DataFrame(rows[-8:]), hide_index=True, width="stretch")
+
+        code, error = run_build(root, out, config, on_series)
+        if code != 0:
+            status.update(label="The build failed", state="error")
+            st.error(error or "The builder stopped with an error.")
+            return
+        status.update(label=f"Built from {len(rows)} series", state="complete", expanded=False)
+
+
+def results(out) -> None:
+    manifest_path = out / MANIFEST_NAME
+    if not manifest_path.is_file():
+        st.info("No dataset has been built into this folder yet.")
+        return
+    manifest = load_manifest(str(out), manifest_path.stat().st_mtime)
+    st.subheader("Balance")
+    table = balance_table(manifest)
+    st.dataframe(table.style.format({"Positive share": "{:.1%}"}), hide_index=True, width="stretch")
+    counts = table[table.Modality != "All"].melt(id_vars="Modality", value_vars=["Positive cubes", "Negative cubes"],
+                                                   var_name="Kind", value_name="Cubes")
+    figure = px.bar(counts, x="Modality", y="Cubes", color="Kind", barmode="group", title="Cubes per modality",
+                    color_discrete_map={"Positive cubes": ACCENT, "Negative cubes": MUTED})
+    st.plotly_chart(_style(figure), width="stretch")
+
+    skipped = {uid: o for uid, o in manifest["series"].items() if o["status"] != "ok"}
+    st.caption(f"{len(manifest['series']) - len(skipped)} series built, {len(skipped)} skipped, "
+               f"in {manifest['seconds']:.1f} s (cube {manifest['config']['cube']}, "
+               f"{manifest['config']['negatives']} negatives per series).")
+    if skipped:
+        st.dataframe(pd.DataFrame([{"Series": uid, "Modality": o["modality"], "Reason": o["reason"]}
+                                   for uid, o in skipped.items()]), hide_index=True, width="stretch")
+    for problem in manifest["problems"]:
+        st.caption(f"⚠ {problem}")
+
+    st.subheader("Sample cubes")
+    st.caption("Axial maximum-intensity projections through the middle 12 voxels of each cube.")
+    for modality, counts in manifest["datasets"].items():
+        path = out / DATASET_FILES[modality]
+        if not path.is_file() or counts["total"] == 0:
+            continue
+        sample = sample_cubes(str(path), path.stat().st_mtime)
+        st.markdown(f"**{modality}**")
+        columns = st.columns(12)
+        index = 0
+        for kind, images in sample.items():
+            for image in images:
+                columns[index % 12].image(image.clip(0, 1), caption=kind, width="stretch", clamp=True)
+                index += 1
+        if path.stat().st_size <= DOWNLOAD_LIMIT:
+            st.download_button(f"Download {path.name} ({path.stat().st_size / 1e6:.0f} MB)", path.read_bytes(),
+                               file_name=path.name, mime="application/octet-stream", key=f"download_{modality}")
+        else:
+            st.caption(f"{path.name}: {path.stat().st_size / 1e9:.1f} GB at {path}")
+
+
+def page() -> None:
+    require_navigation()
+    st.title("Dataset building")
+    root = data_source()
+    if root is None:
+        st.error("No data folder is available.")
+        return
+    out = datasets_root()
+    st.caption(f"Reads {root}, writes one .npz per modality into {out}.")
+    config = parameters()
+    if config is not None:
+        build(root, out, config)
+    results(out)
+
+
+page()

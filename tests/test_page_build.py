@@ -1,0 +1,43 @@
+"""The dataset building page: the balance table of the manifest, and a build run from the page."""
+
+from __future__ import annotations
+
+import json
+
+from streamlit.testing.v1 import AppTest
+
+from pipeline.dataset import MANIFEST_NAME
+
+
+def open_page(monkeypatch, demo, out):
+    root, _, _ = demo
+    monkeypatch.setenv("ANEURYSM_DATA", str(root))
+    monkeypatch.setenv("ANEURYSM_DATASETS_DIR", str(out))
+    app = AppTest.from_file("../app.py", default_timeout=300).run()
+    app.switch_page("pages/build.py").run()
+    assert not app.exception
+    return app
+
+
+def test_the_balance_table_matches_the_manifest(monkeypatch, demo, built):
+    _, out, manifest, _ = built
+    app = open_page(monkeypatch, demo, out)
+    table = app.dataframe[0].value
+    for modality, counts in manifest["datasets"].items():
+        row = table[table.Modality == modality].iloc[0]
+        assert (row["Series"], row["Positive cubes"], row["Negative cubes"], row["Total"]) == (
+            counts["series"], counts["positive_cubes"], counts["negative_cubes"], counts["total"])
+    assert len(app.get("download_button")) >= 1
+
+
+def test_a_build_started_from_the_page_writes_the_datasets(monkeypatch, demo, tmp_path):
+    app = open_page(monkeypatch, demo, tmp_path / "datasets")
+    assert "No dataset" in app.info[0].value
+    app.multiselect(key="build_modalities").set_value(["MRA", "MRI T1post"])
+    app.number_input(key="build_negatives").set_value(2)
+    app.button[0].click().run()
+    assert not app.exception
+    manifest = json.loads((tmp_path / "datasets" / MANIFEST_NAME).read_text())
+    assert set(manifest["datasets"]) == {"MRA", "MRI T1post"} and manifest["config"]["negatives"] == 2
+    balance = next(d.value for d in app.dataframe if "Positive share" in getattr(d.value, "columns", []))
+    assert balance.Modality.tolist() == ["MRA", "MRI T1post", "All"]
