@@ -53,6 +53,7 @@ navigation = st.navigation([
     st.Page(home, title="Home", icon=":material/home:", default=True),
     st.Page("pages/explore.py", title="Dataset exploration", icon=":material/database:"),
     st.Page("pages/build.py", title="Dataset building", icon=":material/deployed_code:"),
+    st.Page("pages/train.py", title="Training", icon=":material/monitoring:"),
 ])
 sidebar(data_source())
 st.session_state["navigation_ready"] = True

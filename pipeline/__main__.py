@@ -136,12 +136,12 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pipeline.data import PROJECT_ROOT, datasets_root
+    from pipeline.data import datasets_root, runs_root
     from pipeline.dataset import DATASET_FILES
     from pipeline.model import ModelConfig
     from pipeline.train import TrainConfig, resolve_datasets, train
 
-    run = Path(args.run) if args.run else PROJECT_ROOT / "runs" / time.strftime("run-%Y%m%d-%H%M%S")
+    run = Path(args.run) if args.run else runs_root() / time.strftime("run-%Y%m%d-%H%M%S")
     config = None
     if not args.resume:
         folders = args.datasets or [str(datasets_root())]

@@ -32,6 +32,14 @@ def datasets_root() -> Path:
     return Path(os.environ.get(DATASETS_ENV) or PROJECT_ROOT / "data" / "datasets")
 
 
+RUNS_ENV = "ANEURYSM_RUNS_DIR"
+
+
+def runs_root() -> Path:
+    """Where training runs go by default (``ANEURYSM_RUNS_DIR`` or runs/)."""
+    return Path(os.environ.get(RUNS_ENV) or PROJECT_ROOT / "runs")
+
+
 def demo_root() -> Path:
     return Path(os.environ.get(DEMO_DIR_ENV) or PROJECT_ROOT / "data" / "demo")
 

@@ -1,0 +1,144 @@
+"""Training progress: start a run, watch it live (it survives the page), stop it, compare and evaluate."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from dashboard import runs as run_control
+from dashboard.data import data_source, require_navigation
+from dashboard.figures import ACCENT, MUTED, _style
+from pipeline.data import datasets_root, runs_root
+from pipeline.dataset import DATASET_FILES
+from pipeline.labels import LOCATIONS
+
+
+def start_form() -> None:
+    available = [m for m, name in DATASET_FILES.items() if (datasets_root() / name).is_file()]
+    if not available:
+        st.info("No dataset yet: build one on the Dataset building page first.")
+        return
+    with st.form("train_start"):
+        left, middle, right = st.columns(3)
+        modalities = left.multiselect("Datasets", available, default=available, key="train_modalities")
+        epochs = middle.number_input("Epochs", 1, 500, 25, key="train_epochs")
+        width = right.selectbox("Model width", [16, 24, 32], key="train_width")
+        blocks = right.selectbox("Blocks per stage", [1, 2], key="train_blocks")
+        name = middle.text_input("Run name", time.strftime("run-%Y%m%d-%H%M%S"), key="train_name")
+        submitted = st.form_submit_button("Start training", type="primary")
+    if submitted:
+        safe = "".join(c for c in name if c.isalnum() or c in "-_") or time.strftime("run-%Y%m%d-%H%M%S")
+        run = runs_root() / safe
+        if (run / "config.json").exists():
+            st.error(f"A run named {safe} already exists.")
+            return
+        run_control.start(run, ["--datasets", str(datasets_root()), "--modalities", ",".join(modalities),
+                                "--epochs", str(int(epochs)), "--width", str(width), "--blocks", str(blocks)])
+        st.session_state["train_run"] = safe
+        st.success(f"Started {safe}; it goes on if you close this page.")
+
+
+def curves(records: list[dict]) -> None:
+    steps = pd.DataFrame([r for r in records if r["kind"] == "step"])
+    epochs = pd.DataFrame([r for r in records if r["kind"] == "epoch"])
+    left, right = st.columns(2)
+    if len(steps):
+        figure = px.line(steps, x="step", y="loss", title="Training loss", color_discrete_sequence=[MUTED])
+        left.plotly_chart(_style(figure), width="stretch")
+    if len(epochs) and epochs["validation_auc"].notna().any():
+        figure = px.line(epochs, x="epoch", y="validation_auc", markers=True, title="Validation AUC (cubes)",
+                         color_discrete_sequence=[ACCENT], range_y=[0, 1], labels={"validation_auc": "AUC"})
+        right.plotly_chart(_style(figure), width="stretch")
+
+
+def follow(run) -> None:
+    state = run_control.status(run)
+    records = run_control.metrics(run)
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    columns = st.columns(4)
+    columns[0].metric("State", state.get("state", "?"))
+    columns[1].metric("Epoch", f"{state.get('epoch', 0)} / {state.get('epochs', '?')}")
+    best = max((r["validation_auc"] for r in epochs if r["validation_auc"] is not None), default=None)
+    columns[2].metric("Best validation AUC", "–" if best is None else f"{best:.3f}")
+    columns[3].metric("Cubes / s", f"{records[-1]['cubes_per_second']:.0f}" if records else "–")
+    if state.get("epochs"):
+        st.progress(min(1.0, state.get("epoch", 0) / state["epochs"]))
+    curves(records)
+    if state.get("state") == "running":
+        if st.button("Stop this run", key=f"stop_{run.name}"):
+            run_control.stop(run)
+            st.info("Stopping after the current step...")
+    if state.get("state") == "interrupted":
+        st.warning("This run's process ended without finishing (killed?).")
+        if st.button("Resume from the last checkpoint", key=f"resume_{run.name}"):
+            run_control.start(run, ["--resume"])
+            st.rerun()
+
+
+def evaluation(run, data_root) -> None:
+    path = run / "evaluation.json"
+    if not path.is_file():
+        if run_control.status(run).get("state") in ("finished", "stopped") and st.button("Evaluate on held-out series"):
+            with st.spinner("Scoring every held-out series..."):
+                code, line = run_control.evaluate(run, data_root)
+            (st.success if code == 0 else st.error)(line)
+            st.rerun()
+        return
+    result = json.loads(path.read_text())
+    score = result["final_score"]
+    st.metric("Series-level final score (held-out)", "undefined" if score is None else f"{score:.3f}",
+              help="½ · (AUC of Aneurysm Present + mean of the location AUCs); locations with one class are undefined.")
+    aucs = pd.DataFrame({"Location": list(LOCATIONS), "AUC": [result["aucs"][n] for n in LOCATIONS]})
+    figure = px.bar(aucs.dropna(), x="AUC", y="Location", orientation="h", range_x=[0, 1], title="AUC per location",
+                    color_discrete_sequence=[ACCENT])
+    left, right = st.columns(2)
+    left.plotly_chart(_style(figure, 420), width="stretch")
+    roc = pd.DataFrame(result["roc"])
+    figure = px.line(roc, x="fpr", y="tpr", title="ROC, Aneurysm Present", range_x=[0, 1], range_y=[0, 1],
+                     labels={"fpr": "False-positive rate", "tpr": "True-positive rate"},
+                     color_discrete_sequence=[ACCENT])
+    right.plotly_chart(_style(figure, 420), width="stretch")
+    undefined = [n for n in LOCATIONS if result["aucs"][n] is None]
+    if undefined:
+        st.caption(f"Undefined (one class in the held-out series): {', '.join(undefined)}.")
+
+
+def comparison(all_runs) -> None:
+    rows = []
+    for run in all_runs:
+        epochs = [r for r in run_control.metrics(run) if r["kind"] == "epoch"]
+        evaluation_path = run / "evaluation.json"
+        final = json.loads(evaluation_path.read_text())["final_score"] if evaluation_path.is_file() else None
+        rows.append({"Run": run.name, "State": run_control.status(run).get("state"), "Epochs": len(epochs),
+                     "Best validation AUC": max((r["validation_auc"] or 0 for r in epochs), default=None),
+                     "Final score": final})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def page() -> None:
+    require_navigation()
+    st.title("Training")
+    data_root = data_source()
+    with st.expander("Start a run", expanded=not run_control.list_runs(runs_root())):
+        start_form()
+    all_runs = run_control.list_runs(runs_root())
+    if not all_runs:
+        st.info("No training run yet.")
+        return
+    names = [r.name for r in all_runs]
+    chosen = st.selectbox("Run", names, index=names.index(st.session_state.get("train_run", names[0]))
+                          if st.session_state.get("train_run") in names else 0, key="train_selected")
+    run = runs_root() / chosen
+    live = run_control.status(run).get("state") in ("running", "starting")
+    st.fragment(follow, run_every=2 if live else None)(run)
+    if data_root is not None:
+        evaluation(run, data_root)
+    st.subheader("All runs")
+    comparison(all_runs)
+
+
+page()

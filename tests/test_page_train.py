@@ -1,0 +1,53 @@
+"""The training page: follows a run from its folder, starts one that outlives the page, evaluates it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+from streamlit.testing.v1 import AppTest
+
+
+def open_page(monkeypatch, demo, built, runs):
+    root, _, _ = demo
+    monkeypatch.setenv("ANEURYSM_DATA", str(root))
+    monkeypatch.setenv("ANEURYSM_DATASETS_DIR", str(built[1]))
+    monkeypatch.setenv("ANEURYSM_RUNS_DIR", str(runs))
+    app = AppTest.from_file("../app.py", default_timeout=300).run()
+    app.switch_page("pages/train.py").run()
+    assert not app.exception
+    return app
+
+
+def test_a_finished_run_is_shown_with_its_numbers(monkeypatch, demo, built, trained, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(trained, runs / "first")
+    app = open_page(monkeypatch, demo, built, runs)
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["State"] == "finished" and metrics["Epoch"] == "1 / 1"
+    epoch = [json.loads(l) for l in (trained / "metrics.jsonl").read_text().splitlines() if '"epoch"' in l][-1]
+    if epoch.get("validation_auc") is not None:
+        assert metrics["Best validation AUC"] == f"{epoch['validation_auc']:.3f}"
+    assert app.dataframe[-1].value.Run.tolist() == ["first"]
+
+
+def test_a_run_started_from_the_page_trains_in_its_own_process(monkeypatch, demo, built, tmp_path):
+    runs = tmp_path / "runs"
+    app = open_page(monkeypatch, demo, built, runs)
+    app.number_input(key="train_epochs").set_value(1)
+    app.text_input(key="train_name").set_value("from-page")
+    app.button[0].click().run()
+    assert not app.exception
+    status = runs / "from-page" / "status.json"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if status.is_file() and json.loads(status.read_text())["state"] in ("finished", "failed"):
+            break
+        time.sleep(1)
+    assert json.loads(status.read_text())["state"] == "finished"
+    app.run()
+    evaluate = [b for b in app.button if b.label == "Evaluate on held-out series"]
+    assert evaluate
+    evaluate[0].click().run()
+    assert (runs / "from-page" / "evaluation.json").is_file()
