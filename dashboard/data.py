@@ -72,3 +72,13 @@ def require_navigation() -> None:
     """
     if not st.session_state.get("navigation_ready"):
         st.switch_page("app.py")
+
+
+def page_start(title: str) -> Path | None:
+    """What every page does first: be inside the app's navigation, show its title, find the data."""
+    require_navigation()
+    st.title(title)
+    root = data_source()
+    if root is None:
+        st.error("No data folder is available: see the sidebar.")
+    return root

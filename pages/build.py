@@ -7,7 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard.build import load_manifest, run_build, sample_cubes
-from dashboard.data import data_source, require_navigation
+from dashboard.data import page_start
 from dashboard.figures import ACCENT, MUTED, _style
 from pipeline.data import datasets_root
 from pipeline.dataset import DATASET_FILES, MANIFEST_NAME, BuildConfig, balance_table
@@ -105,11 +105,8 @@ def results(out) -> None:
 
 
 def page() -> None:
-    require_navigation()
-    st.title("Dataset building")
-    root = data_source()
+    root = page_start("Dataset building")
     if root is None:
-        st.error("No data folder is available.")
         return
     out = datasets_root()
     st.caption(f"Reads {root}, writes one .npz per modality into {out}.")

@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import figures
-from dashboard.data import data_source, require_navigation, train_table
+from dashboard.data import page_start, train_table
 from dashboard.volumes import default_spacing, display_volume, geometry_table, modified_time
 from pipeline.labels import MODALITIES
 
@@ -107,11 +107,8 @@ def viewer(root, table) -> None:
 
 
 def page() -> None:
-    require_navigation()
-    st.title("Dataset exploration")
-    root = data_source()
+    root = page_start("Dataset exploration")
     if root is None:
-        st.error("No data folder is available.")
         return
     table = train_table(root)
     tab_overview, tab_geometry, tab_viewer = st.tabs(["Overview", "Acquisition geometry", "Series viewer"])

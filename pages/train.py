@@ -10,7 +10,7 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard import runs as run_control
-from dashboard.data import data_source, require_navigation
+from dashboard.data import page_start
 from dashboard.figures import ACCENT, MUTED, _style
 from pipeline.data import datasets_root, runs_root
 from pipeline.dataset import DATASET_FILES
@@ -120,9 +120,7 @@ def comparison(all_runs) -> None:
 
 
 def page() -> None:
-    require_navigation()
-    st.title("Training")
-    data_root = data_source()
+    data_root = page_start("Training")
     with st.expander("Start a run", expanded=not run_control.list_runs(runs_root())):
         start_form()
     all_runs = run_control.list_runs(runs_root())

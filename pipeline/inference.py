@@ -24,7 +24,6 @@ and the maps are averaged after swapping the Left and Right location channels ba
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
 import zipfile
@@ -40,7 +39,6 @@ from pipeline.cubes import head_interior
 from pipeline.dicom import DEFAULT_MAX_VOXELS, load_series
 from pipeline.errors import IngestError
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MIRROR_PERMUTATION
-from pipeline.model import AneurysmNet
 from pipeline.preprocess import PreprocessConfig, preprocess
 from pipeline.volume import Volume
 
@@ -251,7 +249,3 @@ def predict_series(series_path, checkpoint: str | os.PathLike | None = None) -> 
         _DEFAULT[key] = Predictor(checkpoint)
     prediction = _DEFAULT[key].predict(series_path)
     return pd.DataFrame([[prediction.probabilities[name] for name in LABEL_COLUMNS]], columns=list(LABEL_COLUMNS))
-
-
-def prediction_json(prediction: Prediction) -> str:
-    return json.dumps(prediction.to_json())

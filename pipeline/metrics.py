@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy.stats import rankdata
 
@@ -49,7 +47,3 @@ def rsna_score(truth: dict[str, np.ndarray], predicted: dict[str, np.ndarray]) -
         "aneurysm_present_auc": present,
         "final_score": final,
     }
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
