@@ -55,6 +55,6 @@ navigation = st.navigation([
     st.Page("pages/build.py", title="Dataset building", icon=":material/deployed_code:"),
     st.Page("pages/train.py", title="Training", icon=":material/monitoring:"),
 ])
-sidebar(data_source())
-st.session_state["navigation_ready"] = True
+st.session_state["data_root"] = data_source()  # found once per run, read by the pages
+sidebar(st.session_state["data_root"])
 navigation.run()

@@ -70,7 +70,7 @@ def require_navigation() -> None:
     On a fresh server, a direct link to a page runs that file alone (Streamlit's older
     pages/ mechanism), without the sidebar or the data source: start from app.py instead.
     """
-    if not st.session_state.get("navigation_ready"):
+    if "data_root" not in st.session_state:
         st.switch_page("app.py")
 
 
@@ -78,7 +78,7 @@ def page_start(title: str) -> Path | None:
     """What every page does first: be inside the app's navigation, show its title, find the data."""
     require_navigation()
     st.title(title)
-    root = data_source()
+    root = st.session_state["data_root"]
     if root is None:
         st.error("No data folder is available: see the sidebar.")
     return root

@@ -13,7 +13,7 @@ ACCENT = "#e4572e"
 MUTED = "#5b8db8"
 
 
-def _style(figure: go.Figure, height: int = 320) -> go.Figure:
+def style(figure: go.Figure, height: int = 320) -> go.Figure:
     figure.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), legend_title_text="",
                          template="plotly_dark", paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
     return figure
@@ -25,7 +25,7 @@ def balance_by_modality(table: pd.DataFrame) -> go.Figure:
     figure = px.bar(counts, x="Modality", y="Series", color="Label", barmode="stack",
                     category_orders={"Modality": list(MODALITIES), "Label": ["with aneurysm", "without"]},
                     color_discrete_map={"with aneurysm": ACCENT, "without": MUTED}, title="Series per modality")
-    return _style(figure)
+    return style(figure)
 
 
 def locations(table: pd.DataFrame) -> go.Figure:
@@ -33,20 +33,20 @@ def locations(table: pd.DataFrame) -> go.Figure:
     figure = px.bar(counts, x="Series", y="Location", orientation="h", title="Aneurysms per location",
                     color_discrete_sequence=[ACCENT])
     figure.update_yaxes(categoryorder="array", categoryarray=list(LOCATIONS)[::-1], title="")
-    return _style(figure, height=420)
+    return style(figure, height=420)
 
 
 def ages(table: pd.DataFrame) -> go.Figure:
     figure = px.histogram(table, x="PatientAge", color="PatientSex", nbins=15, barmode="overlay", opacity=0.75,
                           title="Age and sex", labels={"PatientAge": "Age (years)"},
                           color_discrete_sequence=[MUTED, ACCENT])
-    return _style(figure)
+    return style(figure)
 
 
 def spacing(geometry: pd.DataFrame, column: str) -> go.Figure:
     figure = px.box(geometry, x="Modality", y=column, points="all", title=column,
                     category_orders={"Modality": list(MODALITIES)}, color_discrete_sequence=[MUTED])
-    return _style(figure, height=300)
+    return style(figure, height=300)
 
 
 def slice_image(image: np.ndarray, window: tuple[float, float], markers: list[dict], title: str,

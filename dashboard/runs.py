@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pipeline.data import PROJECT_ROOT
-from pipeline.train import STATUS, STOP_FILE, read_metrics
+from pipeline.train import STATUS, STOP_FILE
 
 
 def list_runs(root: Path) -> list[Path]:
@@ -55,7 +55,3 @@ def evaluate(run: Path, data_root: Path) -> tuple[int, str]:
                             cwd=PROJECT_ROOT, capture_output=True, text=True)
     lines = (result.stdout or result.stderr).strip().splitlines()
     return result.returncode, lines[-1] if lines else ""
-
-
-def metrics(run: Path) -> list[dict]:
-    return read_metrics(run)

@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard.build import load_manifest, run_build, sample_cubes
 from dashboard.data import page_start
-from dashboard.figures import ACCENT, MUTED, _style
+from dashboard.figures import ACCENT, MUTED, style
 from pipeline.data import datasets_root
 from pipeline.dataset import DATASET_FILES, MANIFEST_NAME, BuildConfig, balance_table
 from pipeline.labels import MODALITIES
@@ -71,7 +71,7 @@ def results(out) -> None:
                                                    var_name="Kind", value_name="Cubes")
     figure = px.bar(counts, x="Modality", y="Cubes", color="Kind", barmode="group", title="Cubes per modality",
                     color_discrete_map={"Positive cubes": ACCENT, "Negative cubes": MUTED})
-    st.plotly_chart(_style(figure), width="stretch")
+    st.plotly_chart(style(figure), width="stretch")
 
     skipped = {uid: o for uid, o in manifest["series"].items() if o["status"] != "ok"}
     st.caption(f"{len(manifest['series']) - len(skipped)} series built, {len(skipped)} skipped, "

@@ -11,10 +11,11 @@ import streamlit as st
 
 from dashboard import runs as run_control
 from dashboard.data import page_start
-from dashboard.figures import ACCENT, MUTED, _style
+from dashboard.figures import ACCENT, MUTED, style
 from pipeline.data import datasets_root, runs_root
 from pipeline.dataset import DATASET_FILES
 from pipeline.labels import LOCATIONS
+from pipeline.train import read_metrics
 
 
 def start_form() -> None:
@@ -48,16 +49,16 @@ def curves(records: list[dict]) -> None:
     left, right = st.columns(2)
     if len(steps):
         figure = px.line(steps, x="step", y="loss", title="Training loss", color_discrete_sequence=[MUTED])
-        left.plotly_chart(_style(figure), width="stretch")
+        left.plotly_chart(style(figure), width="stretch")
     if len(epochs) and epochs["validation_auc"].notna().any():
         figure = px.line(epochs, x="epoch", y="validation_auc", markers=True, title="Validation AUC (cubes)",
                          color_discrete_sequence=[ACCENT], range_y=[0, 1], labels={"validation_auc": "AUC"})
-        right.plotly_chart(_style(figure), width="stretch")
+        right.plotly_chart(style(figure), width="stretch")
 
 
 def follow(run) -> None:
     state = run_control.status(run)
-    records = run_control.metrics(run)
+    records = read_metrics(run)
     epochs = [r for r in records if r["kind"] == "epoch"]
     columns = st.columns(4)
     columns[0].metric("State", state.get("state", "?"))
@@ -96,12 +97,12 @@ def evaluation(run, data_root) -> None:
     figure = px.bar(aucs.dropna(), x="AUC", y="Location", orientation="h", range_x=[0, 1], title="AUC per location",
                     color_discrete_sequence=[ACCENT])
     left, right = st.columns(2)
-    left.plotly_chart(_style(figure, 420), width="stretch")
+    left.plotly_chart(style(figure, 420), width="stretch")
     roc = pd.DataFrame(result["roc"])
     figure = px.line(roc, x="fpr", y="tpr", title="ROC, Aneurysm Present", range_x=[0, 1], range_y=[0, 1],
                      labels={"fpr": "False-positive rate", "tpr": "True-positive rate"},
                      color_discrete_sequence=[ACCENT])
-    right.plotly_chart(_style(figure, 420), width="stretch")
+    right.plotly_chart(style(figure, 420), width="stretch")
     undefined = [n for n in LOCATIONS if result["aucs"][n] is None]
     if undefined:
         st.caption(f"Undefined (one class in the held-out series): {', '.join(undefined)}.")
@@ -110,7 +111,7 @@ def evaluation(run, data_root) -> None:
 def comparison(all_runs) -> None:
     rows = []
     for run in all_runs:
-        epochs = [r for r in run_control.metrics(run) if r["kind"] == "epoch"]
+        epochs = [r for r in read_metrics(run) if r["kind"] == "epoch"]
         evaluation_path = run / "evaluation.json"
         final = json.loads(evaluation_path.read_text())["final_score"] if evaluation_path.is_file() else None
         rows.append({"Run": run.name, "State": run_control.status(run).get("state"), "Epochs": len(epochs),

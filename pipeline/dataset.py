@@ -20,7 +20,6 @@ parameters, each series' outcome and the counts (`balance_table`).
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -38,6 +37,7 @@ from pipeline import __version__
 from pipeline.cubes import extract_cube, head_interior, sample_points, vessel_candidates, vessel_density
 from pipeline.dicom import load_series
 from pipeline.errors import IngestError
+from pipeline.files import write_json
 from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
 from pipeline.preprocess import PreprocessConfig, preprocess
 from pipeline.rsna import Localizer, read_localizers, read_train
@@ -392,7 +392,7 @@ def build_datasets(
         "datasets": {m: _counts(m, w) for m, w in writers.items()},
         "seconds": round(time.perf_counter() - start, 2),
     }
-    _write_json(out / MANIFEST_NAME, manifest)
+    write_json(out / MANIFEST_NAME, manifest)
     return manifest
 
 
@@ -441,12 +441,6 @@ def _counts(modality: str, writer: _ModalityWriter) -> dict:
         "negative_cubes": int(len(labels) - positive), "total": int(len(labels)),
         "positive_share": round(positive / len(labels), 4) if len(labels) else 0.0,
     }
-
-
-def _write_json(path: Path, value: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(value, indent=1))
-    os.replace(temporary, path)
 
 
 def balance_table(manifest: dict) -> pd.DataFrame:

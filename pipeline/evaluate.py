@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline.errors import IngestError
+from pipeline.files import write_json
 from pipeline.inference import Predictor
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS
 from pipeline.metrics import roc_curve, rsna_score
@@ -58,16 +59,13 @@ def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: boo
     truth = {name: np.array([table.loc[r["series_uid"], name] for r in rows], dtype=float) for name in LABEL_COLUMNS}
     predicted = {name: np.array([r[name] for r in rows], dtype=float) for name in LABEL_COLUMNS}
     score = rsna_score(truth, predicted)
-    best = json.loads(__import__("torch").load(run / "best.pt", weights_only=True)["meta"])
     result = {
         **score,
         "series": len(rows), "skipped": skipped, "flip": flip,
         "roc": roc_curve(truth[ANEURYSM_PRESENT], predicted[ANEURYSM_PRESENT]),
         "calibration": calibration_table(truth[ANEURYSM_PRESENT], predicted[ANEURYSM_PRESENT]),
-        "cube_validation_auc": best.get("validation_auc"), "best_epoch": best.get("epoch"),
+        "cube_validation_auc": predictor.meta.get("validation_auc"), "best_epoch": predictor.meta.get("epoch"),
         "predictions": rows, "seconds": round(time.perf_counter() - start, 2),
     }
-    temporary = run / (EVALUATION + ".tmp")
-    temporary.write_text(json.dumps(result, indent=1))
-    os.replace(temporary, run / EVALUATION)
+    write_json(run / EVALUATION, result)
     return result

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from pipeline import __version__
 from pipeline.dataset import DATASET_FILES, MANIFEST_NAME
+from pipeline.files import write_json, write_text
 from pipeline.labels import LABEL_COLUMNS, LOCATIONS, MIRROR_PERMUTATION
 from pipeline.metrics import roc_auc
 from pipeline.model import AneurysmNet, ModelConfig
@@ -181,12 +182,6 @@ def _device_and_precision(precision: str) -> tuple[torch.device, torch.dtype | N
     return device, None
 
 
-def _write_json(path: Path, value) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(value, indent=1))
-    os.replace(temporary, path)
-
-
 def _save(path: Path, value: dict) -> None:
     temporary = path.with_name(path.name + ".tmp")
     torch.save(value, temporary)
@@ -213,9 +208,7 @@ def read_metrics(run: str | os.PathLike) -> list[dict]:
 
 def _truncate_metrics(run: Path, epoch: int) -> None:
     kept = [r for r in read_metrics(run) if r.get("epoch", 0) <= epoch]
-    temporary = run / "metrics.jsonl.tmp"
-    temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(temporary, run / "metrics.jsonl")
+    write_text(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def checkpoint_meta(config: TrainConfig, data: CubeData, epoch: int, validation_auc: float | None) -> str:
@@ -263,8 +256,8 @@ def train(
         split = json.loads((run / "split.json").read_text())
     else:
         split = split_series(data.series, data.labels.numpy(), config.validation_share, config.seed)
-        _write_json(run / "config.json", config.to_dict())
-        _write_json(run / "split.json", split)
+        write_json(run / "config.json", config.to_dict())
+        write_json(run / "split.json", split)
     in_train = np.isin(data.series, split["train"])
     train_index = torch.from_numpy(np.flatnonzero(in_train))
     validation_index = torch.from_numpy(np.flatnonzero(~in_train & np.isin(data.series, split["validation"])))
@@ -293,7 +286,7 @@ def train(
     (run / STOP_FILE).unlink(missing_ok=True)
     status = {"state": "running", "pid": os.getpid(), "epoch": first_epoch - 1, "epochs": config.epochs,
               "device": device.type, "precision": str(autocast_dtype or "fp32"), "started": time.time()}
-    _write_json(run / STATUS, status)
+    write_json(run / STATUS, status)
 
     record: dict = {}
     try:
@@ -316,7 +309,7 @@ def train(
             if progress:
                 progress(record)
             status.update(epoch=epoch, updated=time.time())
-            _write_json(run / STATUS, status)
+            write_json(run / STATUS, status)
         else:
             status.update(state="finished")
     except BaseException as exc:
@@ -325,7 +318,7 @@ def train(
         raise
     finally:
         status["updated"] = time.time()
-        _write_json(run / STATUS, status)
+        write_json(run / STATUS, status)
     return record
 
 

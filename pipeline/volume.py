@@ -21,7 +21,6 @@ import numpy as np
 
 from pipeline.errors import IngestError
 
-AXIS_NAMES = ("z", "y", "x")
 PATIENT_AXES = ("L", "P", "S")  # +x, +y, +z of DICOM patient coordinates
 OPPOSITE = {"L": "R", "P": "A", "S": "I"}
 
@@ -112,14 +111,6 @@ class Volume:
             letter = PATIENT_AXES[axis]
             letters.append(letter if column[axis] > 0 else OPPOSITE[letter])
         return "".join(letters)
-
-    @property
-    def plane(self) -> str:
-        """Plane of the array's z slices: axial, coronal, sagittal or oblique.
-
-        For the acquisition plane of the source, see ``info["plane"]``.
-        """
-        return plane_of_normal(np.cross(self.affine[:3, 2], self.affine[:3, 1]))
 
     def voxel_to_patient(self, zyx) -> np.ndarray:
         """Patient mm of voxel indices; accepts shape (3,) or (N, 3)."""

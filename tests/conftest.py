@@ -9,6 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from pipeline.demo.generate import PLANES  # direction cosines (row, column) of each plane, LPS
 from pipeline.dicomwriter import SeriesGeometry, SeriesHeader, derived_uid, write_series
 
 DEMO_SEED = 2  # 8 series: every modality, a positive multi-frame MR, RLE, a coronal series
@@ -48,12 +49,6 @@ def built(demo, tmp_path_factory):
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
-# Direction cosines (row, column) of the acquisition planes, in LPS.
-PLANES = {
-    "axial": ((1, 0, 0), (0, 1, 0)),
-    "coronal": ((1, 0, 0), (0, 0, -1)),
-    "sagittal": ((0, 1, 0), (0, 0, -1)),
-}
 
 
 def oblique_cosines(angles_deg=(25.0, -15.0, 10.0)):

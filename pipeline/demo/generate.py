@@ -11,7 +11,6 @@ mm, variants, mimics, acquisition). Same seed, same bytes.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ from pipeline.demo.anatomy import (
     BRAIN, CSF_SPACES, SCALP, SKULL_BASE, SKULL_INNER, SKULL_OUTER, Aneurysm, Head, build_head, place_aneurysm,
 )
 from pipeline.demo.render import Grid, coarse_axes, render_spheres, render_tubes, smooth_noise, soft_ellipsoid, upsample
+from pipeline.files import write_json
 from pipeline.dicomwriter import SeriesGeometry, SeriesHeader, derived_uid, write_series
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MODALITIES
 
@@ -476,4 +476,4 @@ def _write_tables(root: Path, results: list[dict], seed: int) -> None:
         "note": "Synthetic phantoms, not patients.",
         "series": {r["row"]["SeriesInstanceUID"]: r["manifest"] for r in results},
     }
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    write_json(root / MANIFEST, manifest)
