@@ -18,15 +18,16 @@ DOWNLOAD_LIMIT = 300 << 20  # larger files: the path is shown instead of a downl
 
 
 def parameters() -> BuildConfig | None:
+    default = BuildConfig()
     with st.form("build_parameters"):
         left, middle, right = st.columns(3)
         modalities = left.multiselect("Modalities", list(MODALITIES), default=list(MODALITIES), key="build_modalities")
         cube = left.number_input("Cube side (voxels)", 16, 96, 48, 8)
         spacing = left.number_input("Target spacing (mm)", 0.4, 2.0, 0.8, 0.1, format="%.1f")
-        negatives = middle.number_input("Negative cubes per series", 0, 200, 6, key="build_negatives")
-        hard = middle.slider("Share of hard negatives (on vessels)", 0.0, 1.0, 0.5, 0.05)
-        distance = right.number_input("Least distance of a negative to an aneurysm (mm)", 5.0, 80.0, 20.0, 1.0)
-        jitter = right.number_input("Jittered copies per positive", 0, 10, 2)
+        negatives = middle.number_input("Negative cubes per series", 0, 200, default.negatives, key="build_negatives")
+        hard = middle.slider("Share of hard negatives (on vessels)", 0.0, 1.0, default.hard_share, 0.05)
+        distance = right.number_input("Least distance of a negative to an aneurysm (mm)", 5.0, 80.0, default.min_distance_mm, 1.0)
+        jitter = right.number_input("Jittered copies per positive", 0, 10, default.jitter)
         submitted = st.form_submit_button("Build the datasets", type="primary")
     if not submitted:
         return None

@@ -15,7 +15,7 @@ from dashboard.figures import ACCENT, MUTED, style
 from pipeline.data import datasets_root, runs_root
 from pipeline.dataset import DATASET_FILES
 from pipeline.labels import LOCATIONS
-from pipeline.train import read_metrics
+from pipeline.train import TrainConfig, read_metrics
 
 
 def start_form() -> None:
@@ -26,7 +26,7 @@ def start_form() -> None:
     with st.form("train_start"):
         left, middle, right = st.columns(3)
         modalities = left.multiselect("Datasets", available, default=available, key="train_modalities")
-        epochs = middle.number_input("Epochs", 1, 500, 25, key="train_epochs")
+        epochs = middle.number_input("Epochs", 1, 500, TrainConfig.__dataclass_fields__["epochs"].default, key="train_epochs")
         width = right.selectbox("Model width", [16, 24, 32], key="train_width")
         blocks = right.selectbox("Blocks per stage", [1, 2], key="train_blocks")
         name = middle.text_input("Run name", time.strftime("run-%Y%m%d-%H%M%S"), key="train_name")

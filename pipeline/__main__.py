@@ -153,7 +153,9 @@ def _train(args: argparse.Namespace) -> int:
         if args.modalities:
             wanted = {DATASET_FILES[m.strip()] for m in args.modalities.split(",") if m.strip() in DATASET_FILES}
             files = tuple(f for f in files if Path(f).name in wanted)
-        config = TrainConfig(datasets=files, epochs=args.epochs, batch_size=args.batch, learning_rate=args.lr,
+        tuning = {key: value for key, value in (("mining_rounds", args.mining_rounds),
+                                                   ("mined_per_series", args.mined_per_series)) if value is not None}
+        config = TrainConfig(datasets=files, **tuning, epochs=args.epochs, batch_size=args.batch, learning_rate=args.lr,
                              seed=args.seed, precision=args.precision, positive_weight=args.positive_weight,
                              model=ModelConfig(width=args.width, blocks=args.blocks))
 
@@ -236,10 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", help="output folder (default: data/datasets)")
     build.add_argument("--workers", type=int, default=None, help="processes (default: cores, at most 4)")
     build.add_argument("--cube", type=int, default=48, help="cube side in voxels (default 48)")
-    build.add_argument("--negatives", type=int, default=6, help="negative cubes per series (default 6)")
+    build.add_argument("--negatives", type=int, default=24, help="negative cubes per series (default 24)")
     build.add_argument("--hard-share", type=float, default=0.5, help="share of negatives on vessels (default 0.5)")
     build.add_argument("--min-distance", type=float, default=20.0, help="mm from any aneurysm to a negative (default 20)")
-    build.add_argument("--jitter", type=int, default=2, help="jittered copies per positive cube (default 2)")
+    build.add_argument("--jitter", type=int, default=4, help="jittered copies per positive cube (default 4)")
     build.add_argument("--spacing", type=float, default=0.8, help="isotropic target spacing, mm (default 0.8)")
     build.add_argument("--modalities", help="comma-separated subset, e.g. 'CTA,MRA' (default: all four)")
     build.add_argument("--seed", type=int, default=0)
@@ -252,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--modalities", help="comma-separated subset of the datasets, e.g. 'CTA,MRA'")
     train.add_argument("--run", help="run folder (default: runs/run-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
-    train.add_argument("--epochs", type=int, default=25)
+    train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--batch", type=int, default=32)
     train.add_argument("--lr", type=float, default=2e-3)
     train.add_argument("--width", type=int, default=16, help="channels of the first stage (default 16)")
@@ -261,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--positive-weight", type=float, default=None,
                        help="weight of positive cubes in the loss (default: negatives / positives)")
+    train.add_argument("--mining-rounds", type=int,
+                       help="hard-negative mining rounds over the training series (0: none; default 1)")
+    train.add_argument("--mined-per-series", type=int,
+                       help="false-positive windows added per training series and round (default 32)")
     train.set_defaults(handler=_train)
 
     predict = commands.add_parser("predict", help="the 14 RSNA probabilities of one series (folder, files or .zip)")

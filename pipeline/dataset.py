@@ -70,11 +70,11 @@ class BuildConfig:
     """
 
     cube: int = 48
-    negatives: int = 6
+    negatives: int = 24
     hard_share: float = 0.5
     min_distance_mm: float = 20.0
-    jitter: int = 2
-    jitter_mm: float = 3.0
+    jitter: int = 4
+    jitter_mm: float = 6.0  # about half the inference stride (16 voxels of 0.8 mm): see pipeline.inference
     seed: int = 0
     modalities: tuple[str, ...] = MODALITIES
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)

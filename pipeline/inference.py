@@ -4,11 +4,13 @@ One path serves the CLI (``python -m pipeline predict``), evaluation and the das
 
 1. read the series (a folder, files, ``(name, bytes)`` pairs or a ``.zip``);
 2. preprocess it with the parameters stored in the checkpoint;
-3. score the whole processed volume with the cube model in one fully-convolutional
-   pass: the network's features are computed once for the volume (padded by half a
-   cube), averaged over every 48-voxel window (3 x 3 x 3 feature cells) and fed to the
-   two heads, which is the sliding window of the cube model at a stride of 16 voxels
-   (12.8 mm) without recomputing the overlaps;
+3. score the windows of the processed volume: 48-voxel cubes centred every 16 voxels
+   (12.8 mm) inside the head (`head_interior`: the region the dataset builder draws its
+   negatives from), cut exactly as the builder cuts training cubes (`extract_cube`) and
+   scored in batches, so the model sees at inference exactly the kind of input it learnt
+   from (a fully-convolutional pass was tried: its windows see context beyond the cube,
+   which the cubes never show, and scored false positives the cube model had learnt to
+   reject);
 4. aggregate, the documented rule: ``Aneurysm Present`` is the highest window
    probability; a location's probability is the highest, over windows, of
    P(aneurysm in the window) x P(that location | aneurysm in the window);
@@ -17,8 +19,8 @@ One path serves the CLI (``python -m pipeline predict``), evaluation and the das
    processed volume and in source-image terms (SOPInstanceUID, frame, x, y) like
    ``train_localizers.csv``.
 
-With ``flip=True`` (test-time augmentation) the volume is also scored mirrored left-right
-and the maps are averaged after swapping the Left and Right location channels back.
+With ``flip=True`` (test-time augmentation) every cube is also scored mirrored left-right
+and the two are averaged after swapping the Left and Right location channels back.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from pipeline.cubes import head_interior
+from pipeline.cubes import extract_cube, head_interior
 from pipeline.dicom import DEFAULT_MAX_VOXELS, load_series
 from pipeline.errors import IngestError
+from pipeline.locate import LocationPrior, head_centre
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MIRROR_PERMUTATION
 from pipeline.preprocess import PreprocessConfig, preprocess
 from pipeline.volume import Volume
@@ -134,6 +137,8 @@ class Predictor:
         self.preprocess = PreprocessConfig.from_dict(self.meta["preprocess"]) if self.meta.get("preprocess") else \
             PreprocessConfig()
         self.cube = int(self.meta["model"]["cube"])
+        prior = self.meta.get("location_prior")
+        self.prior = LocationPrior.from_dict(prior) if prior else None
         self.flip = flip
         bf16 = self.device.type == "cuda" or torch.cpu._is_avx512_bf16_supported()
         self.autocast = torch.bfloat16 if bf16 else None
@@ -146,67 +151,95 @@ class Predictor:
         processed = preprocess(volume, self.preprocess)
         timings["preprocess"] = time.perf_counter() - start - timings["read"]
         network_start = time.perf_counter()
-        presence, location, origin = self.score(processed.array)
+        windows = Windows.of(processed)
+        presence, location = self.score(processed.array, windows.centres)
         timings["network"] = time.perf_counter() - network_start
-        prediction = self._aggregate(processed, presence, location, origin, timings)
+        prediction = self._aggregate(processed, windows, presence, location, timings)
         timings["total"] = time.perf_counter() - start
         return prediction
 
-    @torch.no_grad()
-    def score(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """Window probabilities (gz, gy, gx), location probabilities (13, gz, gy, gx), and
-        the voxel of grid point 0 (``origin``: grid point g is centred on voxel origin + 16 g)."""
-        pad = self.cube // 2
-        padded = [n + 2 * pad for n in array.shape]
-        extra = [(-(n - self.cube)) % STRIDE for n in padded]  # so the last window fits exactly
-        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
-        tensor = F.pad(tensor, (pad, pad + extra[2], pad, pad + extra[1], pad, pad + extra[0]))
-        presence, location = self._maps(tensor)
-        if self.flip:
-            # (width - cube) is a multiple of the stride, so window j of the mirrored tensor is
-            # window (last - j) of the original: flipping the maps back aligns them exactly.
-            flipped_presence, flipped_location = self._maps(tensor.flip(-1))
-            presence = (presence + flipped_presence.flip(-1)) / 2
-            location = (location + flipped_location.flip(-1)[list(MIRROR_PERMUTATION)]) / 2
-        return presence.numpy(), location.numpy(), pad - self.cube // 2
+    def score(self, array: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """See `score_windows`."""
+        return score_windows(self.model, array, centres, self.cube, self.device, self.autocast, self.flip)
 
-    def _maps(self, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tensor = tensor.to(self.device).contiguous(memory_format=torch.channels_last_3d)
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
-            features = self.model.features(tensor)
-        windows = F.avg_pool3d(features.float(), kernel_size=self.cube // STRIDE, stride=1)[0]  # (C, gz, gy, gx)
-        cells = windows.permute(1, 2, 3, 0)
-        presence = torch.sigmoid(self.model.presence(cells).squeeze(-1))
-        location = torch.softmax(self.model.location(cells), dim=-1).permute(3, 0, 1, 2)
-        return presence.cpu(), location.cpu()
-
-    def _aggregate(self, volume: Volume, presence: np.ndarray, location: np.ndarray, origin: int,
+    def _aggregate(self, volume: Volume, windows: "Windows", presence: np.ndarray, location: np.ndarray,
                    timings: dict) -> Prediction:
-        inside = _grid_inside(presence.shape, volume, origin)
-        scores = np.where(inside, presence, 0.0)
-        joint = scores[None] * location
-        probabilities = {name: float(joint[i].max()) for i, name in enumerate(LOCATIONS)}
-        probabilities[ANEURYSM_PRESENT] = float(scores.max())
+        if self.prior is not None:  # where in the head each window is: see pipeline.locate
+            offsets = (windows.centres - head_centre(windows.interior, windows.stride)) * np.asarray(volume.spacing)
+            location = self.prior.combine(location, offsets)
+        scores = np.zeros(windows.grid)
+        scores[windows.inside] = presence
+        locations = np.full((len(LOCATIONS), *windows.grid), 1.0 / len(LOCATIONS))
+        locations[:, windows.inside] = location
+        joint = presence[None] * location
+        probabilities = {name: float(joint[i].max(initial=0.0)) for i, name in enumerate(LOCATIONS)}
+        probabilities[ANEURYSM_PRESENT] = float(presence.max(initial=0.0))
         affine = volume.affine.copy()
         affine[:3, :3] = volume.affine[:3, :3] * STRIDE
-        affine[:3, 3] = volume.voxel_to_patient([origin] * 3)
-        candidates = _candidates(volume, scores, location, origin)
+        candidates = _candidates(volume, scores, locations)
         return Prediction(volume.series_uid, volume.modality, probabilities, candidates, scores, affine, volume,
                           timings, list(volume.warnings))
 
 
-def _grid_inside(grid_shape, volume: Volume, origin: int) -> np.ndarray:
-    """Grid points whose window centre lies in the head's interior: the same region the
-    dataset builder draws negative cubes from, so the model is only asked about windows
-    like those it learnt from."""
-    interior, stride = head_interior(volume)
-    centres = [origin + STRIDE * np.arange(g) for g in grid_shape]
-    valid = [(c >= 0) & (c // stride < n) for c, n in zip(centres, interior.shape)]
-    index = np.ix_(*[np.clip(c // stride, 0, n - 1) for c, n in zip(centres, interior.shape)])
-    return interior[index] & valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :]
+@dataclass
+class Windows:
+    """The windows scored in a processed volume: grid point g is centred on voxel 16 g;
+    those whose centre lies in the head's interior are scored."""
+
+    grid: tuple[int, ...]
+    inside: np.ndarray  # (gz, gy, gx) bool
+    centres: np.ndarray  # (n, 3) voxels of the windows inside, in C order of the grid
+    interior: np.ndarray  # `head_interior` mask and its stride
+    stride: int
+
+    @classmethod
+    def of(cls, volume: Volume) -> "Windows":
+        interior, stride = head_interior(volume)
+        grid = tuple(-(-n // STRIDE) for n in volume.shape)
+        centres = [STRIDE * np.arange(g) for g in grid]
+        index = np.ix_(*[np.minimum(c // stride, n - 1) for c, n in zip(centres, interior.shape)])
+        inside = interior[index]
+        return cls(grid, inside, STRIDE * np.argwhere(inside), interior, stride)
 
 
-def _candidates(volume: Volume, scores: np.ndarray, location: np.ndarray, origin: int, top: int = 5,
+@torch.no_grad()
+def score_windows(model, array: np.ndarray, centres: np.ndarray, cube: int, device: torch.device,
+                  autocast: torch.dtype | None = None, flip: bool = False,
+                  batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Presence (n,) and location probabilities (13, n) of the cubes centred on ``centres``
+    (n, 3), cut from ``array`` as the dataset builder cuts them; ``model`` in eval mode.
+    With ``flip``, each cube's score is averaged with its left-right mirror's."""
+    presence, location = [np.zeros(0)], [np.zeros((0, len(LOCATIONS)))]
+    half = cube // 2
+    # Padded once with the builder's fill (0), so that every cube is a plain view: the same
+    # voxels `extract_cube` would give, without a new array per window.
+    padded = np.pad(np.asarray(array, dtype=np.float32), half)
+    corners = np.round(np.asarray(centres, dtype=float)).astype(int).reshape(-1, 3)
+    buffer = torch.empty((min(batch, len(corners)), 1, cube, cube, cube))
+    for start in range(0, len(corners), batch):
+        chunk = corners[start:start + batch]
+        for i, (z, y, x) in enumerate(chunk):
+            buffer[i, 0] = torch.from_numpy(padded[z:z + cube, y:y + cube, x:x + cube])
+        tensor = buffer[:len(chunk)]
+        batch_presence, batch_location = _forward(model, tensor, device, autocast)
+        if flip:
+            mirrored_presence, mirrored_location = _forward(model, tensor.flip(-1), device, autocast)
+            batch_presence = (batch_presence + mirrored_presence) / 2
+            batch_location = (batch_location + mirrored_location[:, list(MIRROR_PERMUTATION)]) / 2
+        presence.append(batch_presence.numpy())
+        location.append(batch_location.numpy())
+    return np.concatenate(presence), np.concatenate(location).T
+
+
+def _forward(model, cubes: torch.Tensor, device: torch.device,
+             autocast: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    cubes = cubes.to(device).contiguous(memory_format=torch.channels_last_3d)
+    with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        output = model(cubes)
+    return torch.sigmoid(output["presence"].float()).cpu(), torch.softmax(output["location"].float(), dim=-1).cpu()
+
+
+def _candidates(volume: Volume, scores: np.ndarray, location: np.ndarray, top: int = 5,
                 floor: float = 0.05) -> list[dict]:
     tensor = torch.from_numpy(scores.astype(np.float32))[None, None]
     peaks = (F.max_pool3d(tensor, 3, stride=1, padding=1)[0, 0].numpy() == scores) & (scores >= floor)
@@ -217,7 +250,7 @@ def _candidates(volume: Volume, scores: np.ndarray, location: np.ndarray, origin
         grid = np.stack(np.meshgrid(*[np.arange(s.start, s.start + n) for s, n in zip(box, weights.shape)],
                                     indexing="ij"), axis=-1)
         centre_grid = (grid * weights[..., None]).sum(axis=(0, 1, 2)) / max(weights.sum(), 1e-9)
-        voxel = origin + STRIDE * centre_grid
+        voxel = STRIDE * centre_grid
         voxel = np.clip(voxel, 0, np.array(volume.shape) - 1)
         patient = volume.voxel_to_patient(voxel)
         sop, frame, x, y = volume.voxel_to_source(voxel)

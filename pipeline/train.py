@@ -14,12 +14,28 @@ A run is a folder:
   the dataset manifest;
 * ``status.json``: running / finished / stopped / failed, for whoever watches the run.
   Creating a file named ``STOP`` in the folder stops the run after the current step; the
-  unfinished epoch is dropped, ``last.pt`` keeps the last finished one.
+  unfinished epoch is dropped, ``last.pt`` keeps the last finished one;
+* ``mined.json``: the windows added by hard-negative mining (below), so that ``--resume``
+  rebuilds the same training set.
 
 Class imbalance: the presence loss weighs positive cubes by (negatives / positives) of the
-training split, unless ``positive_weight`` sets another weight. Augmentation: intensity scale, shift and noise, shifts of up to 3 voxels,
-and a left-right flip of the patient's left-right axis (array axis 2 in the canonical SPL
-orientation) that swaps the Left and Right location labels with it.
+training set, unless ``positive_weight`` sets another weight. Augmentation: intensity
+scale, shift and noise, shifts of up to 3 voxels, a left-right flip of the patient's
+left-right axis (array axis 2 in the canonical SPL orientation) that swaps the Left and
+Right location labels with it, and for half the cubes a random rotation/reflection that
+keeps the presence label and drops the location label.
+
+Hard-negative mining: a few times during the run (``mining_rounds``) the model scores every
+window of every training series exactly as inference does (`pipeline.inference`), and the
+highest-scoring windows at least ``min_distance_mm`` (the build's) from every aneurysm are
+cut from the cached processed volumes and added as negatives. A series-level maximum over
+hundreds of windows punishes any false positive, and these are the ones the model makes.
+Epochs keep the number of steps of the first one (a random subset of the grown set), so
+the learning-rate schedule does not change; ``best.pt`` is chosen among the epochs after
+the last round only.
+
+The location prior (`pipeline.locate`) is fitted on the training series' aneurysms and
+stored in the checkpoints' meta.
 """
 
 from __future__ import annotations
@@ -38,14 +54,18 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import __version__
-from pipeline.dataset import DATASET_FILES, MANIFEST_NAME
+from pipeline.cubes import extract_cube, head_interior
+from pipeline.dataset import CUBE_DTYPE, DATASET_FILES, MANIFEST_NAME, load_processed
 from pipeline.files import write_json, write_text
+from pipeline.inference import Windows, score_windows
 from pipeline.labels import LABEL_COLUMNS, LOCATIONS, MIRROR_PERMUTATION
+from pipeline.locate import LocationPrior, head_centre
 from pipeline.metrics import roc_auc
 from pipeline.model import AneurysmNet, ModelConfig
 
 STATUS = "status.json"
 STOP_FILE = "STOP"
+MINED = "mined.json"
 STEP_LOG_EVERY = 5
 
 
@@ -54,7 +74,7 @@ class TrainConfig:
     """What a run trains on and how."""
 
     datasets: tuple[str, ...]
-    epochs: int = 25
+    epochs: int = 30
     batch_size: int = 32
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
@@ -64,6 +84,9 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # "auto", "bf16" or "fp32"
     positive_weight: float | None = None  # weight of positive cubes in the presence loss; None: negatives / positives
+    mining_rounds: int = 1  # hard-negative mining rounds over the training series (0: none)
+    mined_per_series: int = 32  # windows added per training series and round
+    symmetry_share: float = 0.5  # share of cubes rotated/reflected at random (presence only)
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict:
@@ -89,6 +112,20 @@ class CubeData:
     series: np.ndarray  # (N,) SeriesInstanceUID
     preprocess: dict
     manifest_sha256: str
+    aneurysms: dict[str, np.ndarray] = field(default_factory=dict)  # series -> (k, 3) localizer voxels
+    aneurysm_locations: dict[str, np.ndarray] = field(default_factory=dict)  # series -> (k,) location indices
+    volumes: dict[str, Path] = field(default_factory=dict)  # series -> cached processed volume
+    min_distance_mm: float = 20.0  # least distance from a negative to an aneurysm (the build's)
+    location_prior: LocationPrior | None = None  # fitted on the training series by `train`
+
+    def add_negatives(self, cubes: np.ndarray, series: np.ndarray) -> torch.Tensor:
+        """Append negative cubes (N, s, s, s) of the given series; returns their indices."""
+        start = len(self.labels)
+        self.cubes = torch.cat([self.cubes, torch.from_numpy(cubes)[:, None]])
+        self.labels = torch.cat([self.labels, torch.zeros(len(cubes))])
+        self.locations = torch.cat([self.locations, torch.full((len(cubes),), -1, dtype=torch.int64)])
+        self.series = np.concatenate([self.series, series.astype(self.series.dtype)])
+        return torch.arange(start, len(self.labels))
 
 
 # --------------------------------------------------------------------------------------
@@ -111,25 +148,31 @@ def resolve_datasets(paths) -> tuple[str, ...]:
 
 
 def load_cubes(files: tuple[str, ...]) -> CubeData:
-    parts = {key: [] for key in ("cubes", "labels", "positions", "patient_ids")}
+    parts = {key: [] for key in ("cubes", "labels", "positions", "patient_ids", "centres_voxel", "kinds")}
     manifests = set()
     for file in files:
         with np.load(file, allow_pickle=False) as data:
             for key in parts:
                 parts[key].append(data[key])
         manifests.add(Path(file).parent / MANIFEST_NAME)
-    preprocess, digest = {}, hashlib.sha256()
+    preprocess, digest, volumes, min_distance = {}, hashlib.sha256(), {}, 20.0
     for manifest in sorted(manifests):
         if manifest.is_file():
             text = manifest.read_bytes()
             digest.update(text)
-            preprocess = json.loads(text)["config"]["preprocess"]
+            values = json.loads(text)
+            preprocess, min_distance = values["config"]["preprocess"], float(values["config"]["min_distance_mm"])
+            cache = manifest.parent / "cache" / f"preprocessed-{values['preprocess_key']}"
+            volumes.update({uid: cache / f"{uid}.npz" for uid in values["series"] if (cache / f"{uid}.npz").is_file()})
     labels = np.concatenate(parts["labels"]).astype(np.float32)
     positions = np.concatenate(parts["positions"])
     locations = np.where(labels > 0, positions.argmax(axis=1), -1)
+    series, kinds, centres = (np.concatenate(parts[k]) for k in ("patient_ids", "kinds", "centres_voxel"))
+    first = {uid: (series == uid) & (kinds == "positive") for uid in np.unique(series[kinds == "positive"])}
     cubes = torch.from_numpy(np.concatenate(parts["cubes"]))[:, None]
-    return CubeData(cubes, torch.from_numpy(labels), torch.from_numpy(locations.astype(np.int64)),
-                    np.concatenate(parts["patient_ids"]), preprocess, digest.hexdigest())
+    return CubeData(cubes, torch.from_numpy(labels), torch.from_numpy(locations.astype(np.int64)), series, preprocess,
+                    digest.hexdigest(), {uid: centres[m] for uid, m in first.items()},
+                    {uid: locations[m] for uid, m in first.items()}, volumes, min_distance)
 
 
 def split_series(series: np.ndarray, labels: np.ndarray, share: float, seed: int) -> dict[str, list[str]]:
@@ -151,13 +194,25 @@ def split_series(series: np.ndarray, labels: np.ndarray, share: float, seed: int
 MIRROR = torch.tensor(MIRROR_PERMUTATION)
 
 
-def augment(cubes: torch.Tensor, locations: torch.Tensor, generator: torch.Generator, max_shift: int):
-    """Random left-right flip (with the Left/Right labels swapped), shift and intensity change."""
+def augment(cubes: torch.Tensor, locations: torch.Tensor, generator: torch.Generator, max_shift: int,
+            symmetry_share: float = 0.0):
+    """Random left-right flip (with the Left/Right labels swapped), shift and intensity change;
+    and for a ``symmetry_share`` of the cubes a random rotation/reflection of the cube (a
+    dome is a dome whichever way it points), after which their location is unknown (-1)."""
     n = cubes.shape[0]
     flip = torch.rand(n, generator=generator) < 0.5
     cubes = torch.where(flip[:, None, None, None, None], cubes.flip(-1), cubes)
     mirrored = torch.where(locations >= 0, MIRROR[locations.clamp(min=0)], locations)
     locations = torch.where(flip, mirrored, locations)
+    turned = torch.rand(n, generator=generator) < symmetry_share
+    if turned.any():
+        cubes = cubes.clone()
+        for i in torch.nonzero(turned).flatten().tolist():
+            axes = (torch.randperm(3, generator=generator) + 1).tolist()
+            flips = [a + 1 for a in range(3) if torch.rand(1, generator=generator) < 0.5]
+            turned_cube = cubes[i].permute(0, *axes)
+            cubes[i] = (turned_cube.flip(flips) if flips else turned_cube).clone()
+        locations = torch.where(turned, torch.full_like(locations, -1), locations)
     if max_shift > 0:
         size = cubes.shape[-1]
         padded = F.pad(cubes, (max_shift,) * 6, mode="replicate")
@@ -167,6 +222,73 @@ def augment(cubes: torch.Tensor, locations: torch.Tensor, generator: torch.Gener
     shift = 0.1 * (torch.rand(n, 1, 1, 1, 1, generator=generator) - 0.5)
     noise = 0.02 * torch.rand(n, 1, 1, 1, 1, generator=generator) * torch.randn(cubes.shape, generator=generator)
     return cubes * scale + shift + noise, locations
+
+
+# --------------------------------------------------------------------------------------
+# Hard-negative mining
+
+
+def mining_epochs(config: TrainConfig) -> list[int]:
+    """After which epochs the training series are mined: evenly spread, never after the last."""
+    rounds = max(0, config.mining_rounds)
+    return sorted({max(1, round(config.epochs * r / (rounds + 1))) for r in range(1, rounds + 1)} - {config.epochs})
+
+
+def mine_windows(model, data: CubeData, series: list[str], per_series: int, device, autocast_dtype) -> dict[str, list]:
+    """The windows the model scores highest in each series, among those of the inference
+    (in-head, on the 16-voxel grid) at least ``data.min_distance_mm`` from every aneurysm:
+    the false positives that a series-level maximum would pick up. Series without a cached
+    processed volume are left out."""
+    model.eval()
+    found = {}
+    for uid in series:
+        if uid not in data.volumes:
+            continue
+        volume = load_processed(data.volumes[uid])
+        centres = Windows.of(volume).centres
+        presence, _ = score_windows(model, volume.array, centres, model.config.cube, device, autocast_dtype)
+        aneurysms = data.aneurysms.get(uid, np.zeros((0, 3)))
+        if len(aneurysms):
+            distance = np.linalg.norm((centres[:, None] - aneurysms[None]) * np.asarray(volume.spacing), axis=-1)
+            keep = distance.min(axis=1) >= data.min_distance_mm
+            centres, presence = centres[keep], presence[keep]
+        order = np.argsort(-presence, kind="stable")[:per_series]
+        found[uid] = centres[order].tolist()
+    return found
+
+
+def add_mined(data: CubeData, windows: dict[str, list]) -> torch.Tensor:
+    """Cut the mined windows' cubes from the cached volumes; returns their indices."""
+    cube, cubes, series = data.cubes.shape[-1], [], []
+    for uid, centres in windows.items():
+        if centres:
+            array = load_processed(data.volumes[uid]).array
+            cubes += [extract_cube(array, centre, cube).astype(CUBE_DTYPE) for centre in centres]
+            series += [uid] * len(centres)
+    if not cubes:
+        return torch.zeros(0, dtype=torch.int64)
+    return data.add_negatives(np.stack(cubes), np.array(series))
+
+
+def fit_location_prior(data: CubeData, series: list[str]) -> LocationPrior | None:
+    """The location prior (`pipeline.locate`) from the aneurysms of the training series."""
+    locations, offsets = [], []
+    for uid in series:
+        if uid not in data.volumes or uid not in data.aneurysms:
+            continue
+        volume = load_processed(data.volumes[uid])
+        centre = head_centre(*head_interior(volume))
+        offsets.append((data.aneurysms[uid] - centre) * np.asarray(volume.spacing))
+        locations.append(data.aneurysm_locations[uid])
+    if not locations:
+        return None
+    return LocationPrior.fit(np.concatenate(locations), np.concatenate(offsets))
+
+
+def _positive_weight(config: TrainConfig, labels: torch.Tensor) -> torch.Tensor:
+    if config.positive_weight is not None:
+        return torch.tensor(float(config.positive_weight))
+    return (len(labels) - labels.sum()) / labels.sum().clamp(min=1.0)
 
 
 # --------------------------------------------------------------------------------------
@@ -215,6 +337,7 @@ def checkpoint_meta(config: TrainConfig, data: CubeData, epoch: int, validation_
     return json.dumps({
         "version": __version__, "model": config.model.to_dict(), "labels": list(LABEL_COLUMNS),
         "locations": list(LOCATIONS), "preprocess": data.preprocess, "dataset_manifest_sha256": data.manifest_sha256,
+        "location_prior": data.location_prior.to_dict() if data.location_prior else None,
         "train_config": config.to_dict(), "epoch": epoch, "validation_auc": validation_auc,
     })
 
@@ -258,6 +381,7 @@ def train(
         split = split_series(data.series, data.labels.numpy(), config.validation_share, config.seed)
         write_json(run / "config.json", config.to_dict())
         write_json(run / "split.json", split)
+    data.location_prior = fit_location_prior(data, split["train"])
     in_train = np.isin(data.series, split["train"])
     train_index = torch.from_numpy(np.flatnonzero(in_train))
     validation_index = torch.from_numpy(np.flatnonzero(~in_train & np.isin(data.series, split["validation"])))
@@ -279,10 +403,11 @@ def train(
     elif resume:
         _truncate_metrics(run, 0)
 
-    train_labels = data.labels[train_index]
-    positive_weight = (len(train_labels) - train_labels.sum()) / train_labels.sum().clamp(min=1.0)
-    if config.positive_weight is not None:
-        positive_weight = torch.tensor(float(config.positive_weight))
+    mined = {"rounds": []}
+    if resume and (run / MINED).is_file():  # the rounds the checkpoint has seen come back; later ones are redone
+        mined["rounds"] = [r for r in json.loads((run / MINED).read_text())["rounds"] if r["epoch"] < first_epoch]
+        for round_ in mined["rounds"]:
+            train_index = torch.cat([train_index, add_mined(data, round_["windows"])])
     (run / STOP_FILE).unlink(missing_ok=True)
     status = {"state": "running", "pid": os.getpid(), "epoch": first_epoch - 1, "epochs": config.epochs,
               "device": device.type, "precision": str(autocast_dtype or "fp32"), "started": time.time()}
@@ -291,13 +416,20 @@ def train(
     record: dict = {}
     try:
         for epoch in range(first_epoch, config.epochs + 1):
-            record = _epoch(run, epoch, config, data, model, optimizer, scheduler, train_index, validation_index,
-                            positive_weight, device, autocast_dtype, progress)
+            done = {r["epoch"] for r in mined["rounds"]}
+            for due in [e for e in mining_epochs(config) if e < epoch and e not in done]:
+                train_index = torch.cat([train_index, _mining_round(run, config, data, model, split, mined, due, device,
+                                                                    autocast_dtype, progress)])
+            record = _epoch(run, epoch, config, data, model, optimizer, scheduler, train_index, steps_per_epoch,
+                            validation_index, device, autocast_dtype, progress)
             if record is None:  # stopped in the middle of the epoch: it does not count
                 status.update(state="stopped")
                 break
-            improved = record["validation_auc"] is not None and record["validation_auc"] > best_auc
-            if improved or not (run / "best.pt").is_file():  # without a validation AUC: the latest
+            # Cube-level validation does not see the false positives that mining removes, so
+            # epochs before the last mining round never count as the best.
+            settled = epoch > max(mining_epochs(config), default=0)
+            improved = settled and record["validation_auc"] is not None and record["validation_auc"] > best_auc
+            if improved or not (run / "best.pt").is_file() or (settled and best_auc < 0):
                 best_auc = record["validation_auc"] if improved else best_auc
                 _save(run / "best.pt", {"model": model.state_dict(),
                                         "meta": checkpoint_meta(config, data, epoch, best_auc)})
@@ -322,15 +454,33 @@ def train(
     return record
 
 
-def _epoch(run, epoch, config, data, model, optimizer, scheduler, train_index, validation_index, positive_weight,
+def _mining_round(run, config, data, model, split, mined, epoch, device, autocast_dtype, progress) -> torch.Tensor:
+    """Mine the training series after ``epoch``, record the windows (``mined.json``) and add their cubes."""
+    start = time.perf_counter()
+    windows = mine_windows(model, data, split["train"], config.mined_per_series, device, autocast_dtype)
+    mined["rounds"].append({"epoch": epoch, "windows": windows})
+    write_json(run / MINED, mined)
+    added = add_mined(data, windows)
+    record = {"kind": "mining", "epoch": epoch, "series": len(windows), "cubes": len(added),
+              "seconds": time.perf_counter() - start}
+    _log(run, record)
+    if progress:
+        progress(record)
+    return added
+
+
+def _epoch(run, epoch, config, data, model, optimizer, scheduler, train_index, steps_per_epoch, validation_index,
            device, autocast_dtype, progress) -> dict | None:
-    """One epoch of training then validation; None if a STOP file interrupted it."""
+    """One epoch (``steps_per_epoch`` batches drawn from the training cubes, which mining
+    enlarges) then validation; None if a STOP file interrupted it."""
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-    order = train_index[torch.randperm(len(train_index), generator=generator)]
+    order = train_index[torch.randperm(len(train_index), generator=generator)][: steps_per_epoch * config.batch_size]
+    positive_weight = _positive_weight(config, data.labels[train_index])
     model.train()
     start, seen, losses = time.perf_counter(), 0, []
     for step, batch in enumerate(order.split(config.batch_size), start=1):
-        cubes, locations = augment(data.cubes[batch].float(), data.locations[batch], generator, config.max_shift)
+        cubes, locations = augment(data.cubes[batch].float(), data.locations[batch], generator, config.max_shift,
+                                     config.symmetry_share)
         loss = _loss(model, cubes.to(device).contiguous(memory_format=torch.channels_last_3d), data.labels[batch].to(device),
                      locations.to(device), positive_weight.to(device), config.location_weight, autocast_dtype, device)
         optimizer.zero_grad(set_to_none=True)
@@ -340,7 +490,7 @@ def _epoch(run, epoch, config, data, model, optimizer, scheduler, train_index, v
         seen += len(batch)
         losses.append(loss.item())
         if step % STEP_LOG_EVERY == 0:
-            line = {"kind": "step", "epoch": epoch, "step": (epoch - 1) * math.ceil(len(train_index) / config.batch_size) + step,
+            line = {"kind": "step", "epoch": epoch, "step": (epoch - 1) * steps_per_epoch + step,
                     "loss": float(np.mean(losses[-STEP_LOG_EVERY:])), "learning_rate": scheduler.get_last_lr()[0],
                     "cubes_per_second": seen / (time.perf_counter() - start)}
             _log(run, line)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pipeline.labels import LOCATIONS
-from pipeline.train import STATUS, STOP_FILE, TrainConfig, augment, load_model, read_metrics, resolve_datasets, \
-    split_series, train
+from pipeline.train import MINED, STATUS, STOP_FILE, TrainConfig, augment, load_cubes, load_model, mining_epochs, \
+    read_metrics, resolve_datasets, split_series, train
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,19 @@ def test_left_right_flip_swaps_the_lateral_labels():
             assert new[i] == locations[i]  # midline and negatives unchanged
 
 
+def test_rotated_cubes_keep_their_content_and_lose_their_location():
+    cubes = torch.rand(32, 1, 8, 8, 8)
+    cubes[:, :, 0, 0, :] = 2.0  # an asymmetric marker: a bright edge along x
+    locations = torch.full((32,), LOCATIONS.index("Basilar Tip"))
+    out, new = augment(cubes, locations, torch.Generator().manual_seed(0), max_shift=0, symmetry_share=1.0)
+    assert (new == -1).all()  # which artery is unknown once the cube has been turned
+    moved = 0
+    for before, after in zip(cubes, out):
+        assert np.corrcoef(np.sort(before.ravel().numpy()), np.sort(after.ravel().numpy()))[0, 1] > 0.99
+        moved += not bool((after[0, 0, 0, :] > after.mean() + 0.5).all())
+    assert moved > 8  # the edge points another way in most cubes
+
+
 def test_a_run_writes_its_folder_and_loadable_checkpoints(config, tmp_path):
     run = tmp_path / "run"
     record = train(config, run)
@@ -63,6 +76,27 @@ def test_a_run_writes_its_folder_and_loadable_checkpoints(config, tmp_path):
     assert not set(split["train"]) & set(split["validation"])
     with pytest.raises(FileExistsError):
         train(config, run)
+
+
+def test_hard_negative_mining_adds_windows_of_training_series_far_from_aneurysms(config, tmp_path):
+    run = tmp_path / "run"
+    train(config, run)  # two epochs: one mining round after the first
+    split = json.loads((run / "split.json").read_text())
+    rounds = json.loads((run / MINED).read_text())["rounds"]
+    assert [r["epoch"] for r in rounds] == mining_epochs(config) == [1]
+    windows = rounds[0]["windows"]
+    assert set(windows) <= set(split["train"]) and windows  # never a validation series
+    data = load_cubes(config.datasets)
+    for uid, centres in windows.items():
+        assert 0 < len(centres) <= config.mined_per_series
+        for aneurysm in data.aneurysms.get(uid, []):
+            distance = np.linalg.norm((np.array(centres) - aneurysm) * 0.8, axis=1)
+            assert distance.min() >= data.min_distance_mm
+    mining = [m for m in read_metrics(run) if m["kind"] == "mining"]
+    assert mining[0]["cubes"] == sum(len(c) for c in windows.values())
+    _, meta = load_model(run / "best.pt")
+    assert meta["epoch"] == 2  # chosen only after the last mining round
+    assert meta["location_prior"]["samples"] > 0  # fitted on the training series' aneurysms
 
 
 def test_resume_continues_from_the_last_checkpoint_like_an_uninterrupted_run(config, tmp_path):

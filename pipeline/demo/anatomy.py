@@ -314,8 +314,10 @@ def _mimics(tubes, sites, rng, add) -> tuple[list[tuple[np.ndarray, float]], lis
     for location in ("Basilar Tip", "Left Middle Cerebral Artery", "Right Middle Cerebral Artery",
                      "Left Supraclinoid Internal Carotid Artery", "Right Supraclinoid Internal Carotid Artery"):
         for site in sites[location]:
+            # A junctional widening, not a dome: wider than the vessel by a fraction of its radius
+            # (a sphere as wide as a small aneurysm would be one, whatever the label says).
             if site.kind == "bifurcation" and rng.random() < 0.5:
-                bulges.append((site.point.copy(), site.vessel_radius * rng.uniform(1.2, 1.45)))
+                bulges.append((site.point.copy(), site.vessel_radius * rng.uniform(1.05, 1.25)))
                 names.append(f"bifurcation bulge ({location})")
     # Infundibulum: a small funnel at the origin of a posterior communicating artery.
     for location in ("Left Posterior Communicating Artery", "Right Posterior Communicating Artery"):
