@@ -36,9 +36,9 @@ def home() -> None:
             "**predicts** aneurysm presence and location, from this dashboard or the command line."
         )
         st.caption(
-            "Available today: the DICOM reader, the preprocessing chain and the demo phantoms "
-            "(`python -m pipeline scan` / `inspect` / `demo-data`). The dataset builder, training "
-            "and inference pages are being built."
+            "Pages: explore the data folder and view any series, build the training cubes, train and "
+            "evaluate models, and run a model on a demo series or an uploaded one. The same steps run "
+            "from the command line (`python -m pipeline scan` / `build` / `train` / `predict`)."
         )
     with right:
         st.subheader("What it predicts")
@@ -54,6 +54,7 @@ navigation = st.navigation([
     st.Page("pages/explore.py", title="Dataset exploration", icon=":material/database:"),
     st.Page("pages/build.py", title="Dataset building", icon=":material/deployed_code:"),
     st.Page("pages/train.py", title="Training", icon=":material/monitoring:"),
+    st.Page("pages/infer.py", title="Inference", icon=":material/radiology:"),
 ])
 st.session_state["data_root"] = data_source()  # found once per run, read by the pages
 sidebar(st.session_state["data_root"])

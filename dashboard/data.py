@@ -24,6 +24,12 @@ def train_table(root: Path) -> pd.DataFrame:
     return load_train(str(root), path.stat().st_mtime)
 
 
+def series_label(row: dict) -> str:
+    """A train.csv row as a short choice: modality, label and the end of its UID."""
+    flag = "aneurysm" if row["Aneurysm Present"] == 1 else "no aneurysm"
+    return f"{row['Modality']} · {flag} · …{str(row['SeriesInstanceUID'])[-10:]}"
+
+
 def data_source() -> Path | None:
     """The data folder in use, generating the demo data on first launch; None if unusable."""
     configured = configured_root()

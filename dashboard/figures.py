@@ -7,10 +7,11 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from pipeline.labels import LOCATIONS, MODALITIES
+from pipeline.labels import LABEL_COLUMNS, LOCATIONS, MODALITIES
 
 ACCENT = "#e4572e"
 MUTED = "#5b8db8"
+TRUTH = "#3ddc97"  # ground truth, beside the prediction's accent
 
 
 def style(figure: go.Figure, height: int = 320) -> go.Figure:
@@ -49,21 +50,85 @@ def spacing(geometry: pd.DataFrame, column: str) -> go.Figure:
     return style(figure, height=300)
 
 
-def slice_image(image: np.ndarray, window: tuple[float, float], markers: list[dict], title: str,
-                aspect: float = 1.0) -> go.Figure:
-    """A grey-level slice (rows down) with localizer markers (dicts with x, y, text)."""
+PLANES = {"Axial": 0, "Coronal": 1, "Sagittal": 2}  # array axis (z, y, x) of each viewing plane
+HEAT_LOW, HEAT_HIGH = np.array([228, 87, 46], float), np.array([255, 209, 102], float)  # accent -> yellow
+
+
+def plane_image(array: np.ndarray, axis: int, low: int, high: int) -> np.ndarray:
+    """Slices [low, high) along ``axis`` of a canonical (z: superior) volume, max-projected
+    when more than one, with superior up in coronal and sagittal views."""
+    image = np.take(array, range(low, high), axis=axis).max(axis=axis)
+    return image[::-1] if axis > 0 else image
+
+
+def markers_in_view(points: list[dict], axis: int, low: int, high: int, depth: int, margin: float) -> list[dict]:
+    """The points ({"voxel": (z, y, x), ...}) within ``margin`` voxels of the slices [low, high)
+    shown by `plane_image`, with their picture position added (x: column, y: row);
+    ``depth`` is the volume's number of axial slices (rows are flipped in side views)."""
+    shown = []
+    for point in points:
+        z, y, x = point["voxel"]
+        if low - margin <= (z, y, x)[axis] <= high - 1 + margin:
+            column, row = {0: (x, y), 1: (x, depth - 1 - z), 2: (y, depth - 1 - z)}[axis]
+            shown.append({**point, "x": column, "y": row})
+    return shown
+
+
+def grey_levels(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     low, high = window
-    grey = (np.clip((image - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
-    figure = px.imshow(grey, binary_string=True, aspect="equal")
+    return (np.clip((image - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def heat_overlay(grey: np.ndarray, heat: np.ndarray, floor: float = 0.1) -> np.ndarray:
+    """RGB picture: ``heat`` (0-1) painted over the grey levels, transparent below ``floor``,
+    from the accent colour to yellow and more opaque as it rises (the anatomy stays visible
+    under middling values)."""
+    level = np.clip(heat, 0, 1)[..., None].astype(np.float32)
+    colour = HEAT_LOW + (HEAT_HIGH - HEAT_LOW) * level
+    alpha = np.where(level >= floor, 0.7 * level ** 1.5, 0.0)
+    blended = grey[..., None].astype(float) * (1 - alpha) + colour * alpha
+    return blended.astype(np.uint8)
+
+
+def slice_image(image: np.ndarray, window: tuple[float, float], markers: list[dict], title: str,
+                aspect: float = 1.0, heat: np.ndarray | None = None, height: int = 560) -> go.Figure:
+    """A grey-level slice (rows down), optionally with a heatmap painted over it, and markers
+    (dicts with x, y, hover text, optional colour, symbol and a label drawn beside them)."""
+    grey = grey_levels(image, window)
+    figure = px.imshow(grey if heat is None else heat_overlay(grey, heat), binary_string=True, aspect="equal")
     figure.update_traces(hoverinfo="skip", hovertemplate=None)
-    if markers:
+    styles = dict.fromkeys((m.get("color", ACCENT), m.get("symbol", "circle")) for m in markers)
+    for colour, symbol in styles:
+        group = [m for m in markers if (m.get("color", ACCENT), m.get("symbol", "circle")) == (colour, symbol)]
+        labelled = any(m.get("label") for m in group)
         figure.add_trace(go.Scatter(
-            x=[m["x"] for m in markers], y=[m["y"] for m in markers], text=[m["text"] for m in markers],
-            mode="markers", marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(color=ACCENT, width=2.5)),
-            hovertemplate="%{text}<extra></extra>", showlegend=False,
+            x=[m["x"] for m in group], y=[m["y"] for m in group], text=[m.get("label", "") for m in group],
+            hovertext=[m["text"] for m in group], mode="markers+text" if labelled else "markers",
+            textposition="top right",
+            textfont=dict(color=colour, size=14), showlegend=False, hovertemplate="%{hovertext}<extra></extra>",
+            marker=dict(size=22, symbol=symbol, color="rgba(0,0,0,0)", line=dict(color=colour, width=2.5)),
         ))
     figure.update_xaxes(visible=False)
     figure.update_yaxes(visible=False, scaleanchor="x", scaleratio=aspect)
-    figure.update_layout(title=title, height=560, margin=dict(l=0, r=0, t=40, b=0), template="plotly_dark",
+    figure.update_layout(title=title, height=height, margin=dict(l=0, r=0, t=40, b=0), template="plotly_dark",
                          paper_bgcolor="rgba(0,0,0,0)", dragmode="pan")
     return figure
+
+
+def probabilities(values: dict[str, float], threshold: float, truth: dict[str, int] | None = None,
+                  height: int = 460) -> go.Figure:
+    """The 14 probabilities as horizontal bars (challenge order, top down), those at or above
+    ``threshold`` in the accent colour, with the ground truth's positive labels dotted."""
+    names = list(LABEL_COLUMNS)
+    colours = [ACCENT if values[n] >= threshold else MUTED for n in names]
+    figure = go.Figure(go.Bar(x=[values[n] for n in names], y=names, orientation="h", marker_color=colours,
+                              hovertemplate="%{y}: %{x:.3f}<extra></extra>", showlegend=False))
+    if truth is not None:
+        positives = [n for n in names if truth.get(n) == 1]
+        figure.add_trace(go.Scatter(x=[1.04] * len(positives), y=positives, mode="markers", name="Ground truth",
+                                    marker=dict(color=TRUTH, size=11, symbol="circle"), hoverinfo="skip"))
+    figure.add_vline(x=threshold, line_dash="dash", line_color="#cccccc")
+    figure.update_xaxes(range=[0, 1.08], title="Probability")
+    figure.update_yaxes(categoryorder="array", categoryarray=names[::-1], title="")
+    figure.update_layout(title="Probabilities", legend=dict(orientation="h", y=-0.15))
+    return style(figure, height=height)

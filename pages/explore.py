@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import figures
-from dashboard.data import page_start, train_table
+from dashboard.data import page_start, series_label, train_table
 from dashboard.volumes import default_spacing, display_volume, geometry_table, modified_time
 from pipeline.labels import MODALITIES
 
@@ -50,15 +50,10 @@ def geometry(root, table) -> None:
     st.dataframe(summary, width="stretch")
 
 
-def _label(row) -> str:
-    flag = "aneurysm" if row["Aneurysm Present"] == 1 else "no aneurysm"
-    return f"{row['Modality']} · {flag} · …{str(row['SeriesInstanceUID'])[-10:]}"
-
-
 @st.fragment
 def viewer(root, table) -> None:
     options = table.to_dict("records")
-    choice = st.selectbox("Series", options, format_func=_label, key="explore_series")
+    choice = st.selectbox("Series", options, format_func=series_label, key="explore_series")
     with st.spinner("Reading and reorienting the series..."):
         try:
             shown = display_volume(str(root), str(choice["SeriesInstanceUID"]), default_spacing())
@@ -69,7 +64,7 @@ def viewer(root, table) -> None:
     controls, picture = st.columns([1, 3])
     with controls:
         plane = st.radio("Plane", ["Axial", "Coronal", "Sagittal"], horizontal=True, key="explore_plane")
-        axis = {"Axial": 0, "Coronal": 1, "Sagittal": 2}[plane]
+        axis = figures.PLANES[plane]
         count = array.shape[axis]
         index = st.slider("Slice", 0, count - 1, count // 2, key=f"explore_slice_{axis}")
         mip = st.toggle("MIP (maximum intensity)", value=False, key="explore_mip")
@@ -86,19 +81,11 @@ def viewer(root, table) -> None:
             st.caption(f"⚠ {warning}")
     half = int(round(slab / 2 / spacing)) if mip else 0
     low, high = max(index - half, 0), min(index + half + 1, count)
-    block = np.take(array, range(low, high), axis=axis)
-    image = block.max(axis=axis) if mip else block.squeeze(axis)
-    if axis > 0:
-        image = image[::-1]  # superior up
+    image = figures.plane_image(array, axis, low, high)
     if window is None:
         window = tuple(float(v) for v in np.percentile(image, [1.0, 99.8]))
-    markers = []
-    for point in shown["localizers"]:
-        z, y, x = point["voxel"]
-        depth = (z, y, x)[axis]
-        if low - NEAR_MM / spacing <= depth <= high - 1 + NEAR_MM / spacing:
-            column, row = {0: (x, y), 1: (x, array.shape[0] - 1 - z), 2: (y, array.shape[0] - 1 - z)}[axis]
-            markers.append({"x": column, "y": row, "text": point["location"]})
+    points = [{"voxel": p["voxel"], "text": p["location"]} for p in shown["localizers"]]
+    markers = figures.markers_in_view(points, axis, low, high, array.shape[0], NEAR_MM / spacing)
     title = f"{plane} {'MIP ' + str(slab) + ' mm' if mip else 'slice'} {index + 1}/{count}"
     picture.plotly_chart(figures.slice_image(image, window, markers, title), width="stretch",
                          config={"displayModeBar": False})

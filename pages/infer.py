@@ -1,0 +1,301 @@
+"""Inference: run a model on a demo series or an upload; probabilities, heatmap, candidates, ground truth."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import figures
+from dashboard import inference as infer
+from dashboard.data import page_start, series_label, train_table
+from pipeline.data import is_demo
+from pipeline.errors import IngestError
+from pipeline.inference import Predictor
+from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS
+
+NEAR_MM = 4.0  # a point is marked on slices within this distance
+WINDOW = (0.0, 1.0)  # the processed volume is normalised to [0, 1] for every modality
+CANDIDATE = "#ffffff"
+
+
+# --------------------------------------------------------------------------------------
+# Model
+
+
+def choose_model() -> infer.Model | None:
+    models = infer.available_models()
+    if not models:
+        if os.environ.get(infer.MODEL_ENV):
+            st.text(f"{infer.MODEL_ENV} names {infer.default_model()}, which does not exist.")
+        st.warning(
+            "No trained model is available yet, so nothing can be scored. Train one on the Training page "
+            "(after building the cube datasets on the Dataset building page): the best.pt of every finished "
+            f"run is offered here. A checkpoint can also be placed at models/demo/best.pt or named with "
+            f"{infer.MODEL_ENV}.",
+            icon=":material/model_training:",
+        )
+        st.page_link("pages/train.py", label="Go to the Training page", icon=":material/monitoring:")
+        return None
+    if len(models) == 1:
+        return models[0]
+    return st.selectbox("Model", models, format_func=lambda m: m.label, key="infer_model")
+
+
+def load_model(model: infer.Model) -> Predictor | None:
+    try:
+        with st.spinner("Loading the model..."):
+            loaded = infer.predictor(model.path)
+    except Exception as exc:  # a corrupt or incompatible checkpoint must not break the page
+        st.error(infer.plain(f"The model {model.path} cannot be loaded: {exc}"))
+        return None
+    line = infer.describe_model(model, loaded)
+    st.caption("Model in use")
+    st.text(line)
+    st.sidebar.subheader("Model")
+    st.sidebar.text(model.label)
+    return loaded
+
+
+# --------------------------------------------------------------------------------------
+# Input
+
+
+def demo_input(root: Path, loaded: Predictor, model: infer.Model) -> None:
+    table = train_table(root)
+    options = table.to_dict("records")
+    first_positive = next((i for i, row in enumerate(options) if row["Aneurysm Present"] == 1), 0)
+    row = st.selectbox("Series", options, index=first_positive, format_func=series_label, key="infer_demo_series")
+    if st.button("Run the model on this series", type="primary", key="infer_run_demo"):
+        uid = str(row["SeriesInstanceUID"])
+        run(("data", uid, infer.model_key(model.path)), model, loaded, root / "series" / uid, None, (root, row))
+
+
+def upload_input(loaded: Predictor, model: infer.Model) -> None:
+    folder = st.radio("Upload", ["Files or a .zip", "A folder"], horizontal=True, key="infer_upload_mode",
+                      label_visibility="collapsed") == "A folder"
+    files = st.file_uploader("The DICOM files of a series, or a .zip of them", accept_multiple_files=True,
+                             key="infer_upload_files") if not folder else \
+        st.file_uploader("A folder of DICOM files", accept_multiple_files="directory", key="infer_upload_folder")
+    st.caption(f"At most {infer.MAX_UPLOAD_FILES:,} files and {infer.MAX_UPLOAD_BYTES >> 20:,} MB; "
+               "files are read in memory and never stored.")
+    if not files:
+        st.session_state.pop("infer_upload", None)  # let the bytes of a removed upload go
+        return
+    try:
+        sources, series = upload_contents(files)
+    except IngestError as exc:
+        st.error(infer.plain(exc), icon=":material/error:")
+        return
+    if len(series) > 1:
+        chosen = st.selectbox(f"This upload holds {len(series)} series: choose one", series,
+                              format_func=lambda s: s.describe(), key="infer_upload_series")
+    else:
+        chosen = series[0]
+        st.text(chosen.describe())
+    if st.button("Run the model on this series", type="primary", key="infer_run_upload"):
+        fingerprint = tuple((f.name, f.size) for f in files)
+        run(("upload", chosen.series_uid, infer.model_key(model.path), fingerprint), model, loaded, sources,
+            chosen.series_uid, None)
+
+
+def upload_contents(files) -> tuple[list[tuple[str, bytes]], list]:
+    """The upload as an in-memory source and its series, worked out once per upload (kept in
+    the session, so reruns neither unzip nor scan again)."""
+    fingerprint = tuple(f.file_id for f in files)
+    kept = st.session_state.get("infer_upload")
+    if kept is None or kept[0] != fingerprint:
+        infer.check_upload([f.size for f in files])  # before any byte is read
+        sources = infer.files_to_sources([(f.name, f.getvalue()) for f in files])
+        kept = (fingerprint, sources, infer.series_in(sources))
+        st.session_state["infer_upload"] = kept
+    return kept[1], kept[2]
+
+
+# --------------------------------------------------------------------------------------
+# Running
+
+
+def run(key: tuple, model: infer.Model, loaded: Predictor, source, series_uid: str | None,
+        data_row: tuple | None) -> None:
+    """Score a series (unless this session already did with this model) and show it."""
+    if infer.recalled(key) is None:
+        with st.status("Reading, preprocessing and scoring the series...", expanded=True) as status:
+            try:
+                prediction = loaded.predict(source, series_uid=series_uid)
+            except IngestError as exc:
+                status.update(label="The series cannot be read", state="error")
+                st.error(infer.plain(exc), icon=":material/error:")
+                return
+            except Exception as exc:  # never a traceback on the page
+                status.update(label="The series could not be scored", state="error")
+                st.error(infer.plain(f"Scoring failed: {type(exc).__name__}: {exc}"), icon=":material/error:")
+                return
+            truth = infer.ground_truth(data_row[0], data_row[1], prediction) if data_row else None
+            infer.remember(key, prediction, truth, model)
+            status.update(label=f"Scored in {prediction.timings['total']:.1f} s", state="complete", expanded=False)
+    st.session_state["infer_shown"] = key
+    focus(infer.recalled(key))
+
+
+def focus(result: dict) -> None:
+    """Put the viewer's slices on the top candidate (the volume's centre without one)."""
+    prediction = result["prediction"]
+    centre = [n // 2 for n in prediction.volume.shape]
+    jump(prediction.candidates[0]["voxel"] if prediction.candidates else centre, prediction.volume.shape)
+
+
+def jump(voxel, shape) -> None:
+    for axis in range(3):
+        st.session_state[f"infer_slice_{axis}"] = int(min(max(round(voxel[axis]), 0), shape[axis] - 1))
+
+
+def jump_to_candidate() -> None:
+    """The jump control's callback: move the slices, then clear the control for the next jump."""
+    chosen = st.session_state.get("infer_jump")
+    result = infer.shown()
+    if chosen is not None and result is not None:
+        prediction = result["prediction"]
+        jump(prediction.candidates[chosen]["voxel"], prediction.volume.shape)
+    st.session_state["infer_jump"] = None
+
+
+# --------------------------------------------------------------------------------------
+# Result
+
+
+def result_summary(result: dict) -> None:
+    prediction = result["prediction"]
+    st.subheader("Result")
+    st.text(f"Series {prediction.series_uid} · {prediction.modality} · processed volume "
+            f"{' x '.join(map(str, prediction.volume.shape))} voxels of {prediction.volume.spacing[0]:.1f} mm\n"
+            f"Scored by: {result['model']}")
+    columns = st.columns(5)
+    columns[0].metric(ANEURYSM_PRESENT, f"{prediction.probabilities[ANEURYSM_PRESENT]:.3f}")
+    for column, stage in zip(columns[1:], ("read", "preprocess", "network", "total")):
+        column.metric(f"{stage.capitalize()} (s)", f"{prediction.timings[stage]:.2f}")
+    if prediction.warnings:
+        with st.expander(f"Reader warnings ({len(prediction.warnings)})"):
+            for warning in prediction.warnings:
+                st.text(warning)
+
+
+@st.fragment
+def verdict(result: dict) -> None:
+    prediction, truth = result["prediction"], result["truth"]
+    threshold = st.slider("Decision threshold", 0.05, 0.95, 0.5, 0.05, key="infer_threshold")
+    present = prediction.probabilities[ANEURYSM_PRESENT]
+    flagged = [name for name in LOCATIONS if prediction.probabilities[name] >= threshold]
+    if present >= threshold:
+        where = f" Locations at or above the threshold: {', '.join(flagged)}." if flagged else ""
+        st.warning(f"**Aneurysm suspected**: {present:.2f} ≥ {threshold:.2f}.{where}", icon=":material/warning:")
+    else:
+        st.success(f"**No aneurysm** above the threshold: {present:.2f} < {threshold:.2f}.",
+                   icon=":material/check_circle:")
+    if truth is not None:
+        positives = [name for name in LOCATIONS if truth["labels"][name] == 1]
+        st.info("Ground truth (train.csv): " + (f"aneurysm at {', '.join(positives)}." if positives else
+                                                "no aneurysm."), icon=":material/fact_check:")
+    chart, numbers = st.columns([5, 4])
+    height = 35 * (len(LABEL_COLUMNS) + 1) + 3  # every row without scrolling
+    chart.plotly_chart(figures.probabilities(prediction.probabilities, threshold, truth and truth["labels"], height),
+                       width="stretch", config={"displayModeBar": False})
+    numbers.dataframe(probability_table(prediction, truth), hide_index=True, width="stretch", height=height,
+                      column_config={"Probability": st.column_config.NumberColumn(format="%.3f")})
+
+
+def probability_table(prediction, truth: dict | None) -> pd.DataFrame:
+    table = pd.DataFrame({"Label": list(LABEL_COLUMNS),
+                          "Probability": [prediction.probabilities[n] for n in LABEL_COLUMNS]})
+    if truth is not None:
+        table["Truth"] = [truth["labels"][n] for n in LABEL_COLUMNS]
+    return table
+
+
+def candidate_table(prediction) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "#": i + 1, "Probability": c["probability"], "Location": c["location"],
+        "Location probability": c["location_probability"],
+        "Position (mm, LPS)": ", ".join(f"{v:.1f}" for v in c["position_mm"]),
+        "Voxel (z, y, x)": ", ".join(f"{v:.0f}" for v in c["voxel"]),
+        "Frame": c["frame"], "x": c["coordinates"]["x"], "y": c["coordinates"]["y"],
+        "SOPInstanceUID": c["SOPInstanceUID"],
+    } for i, c in enumerate(prediction.candidates)])
+
+
+def points(result: dict) -> list[dict]:
+    """Candidates (numbered, white) and ground-truth localizers (green circles) as viewer points."""
+    prediction, truth = result["prediction"], result["truth"]
+    found = [{"voxel": c["voxel"], "label": str(i + 1), "color": CANDIDATE, "symbol": "square",
+              "text": f"#{i + 1} {c['location']} ({c['probability']:.2f})"}
+             for i, c in enumerate(prediction.candidates)]
+    if truth is not None:
+        found += [{"voxel": p["voxel"], "text": f"Ground truth: {p['location']}", "color": figures.TRUTH}
+                  for p in truth["points"]]
+    return found
+
+
+@st.fragment
+def viewer(result: dict) -> None:
+    prediction, heat = result["prediction"], result["heat"]
+    array, spacing = prediction.volume.array, prediction.volume.spacing[0]
+    controls, slice_column, mip_column = st.columns([1, 2, 2])
+    with controls:
+        plane = st.radio("Plane", list(figures.PLANES), horizontal=True, key="infer_plane")
+        axis = figures.PLANES[plane]
+        count = array.shape[axis]
+        st.session_state.setdefault(f"infer_slice_{axis}", count // 2)
+        index = st.slider("Slice", 0, count - 1, key=f"infer_slice_{axis}")
+        slab = st.slider("MIP slab (mm)", 4, 80, 24, 2, key="infer_slab")
+        painted = st.toggle("Heatmap", value=True, key="infer_heat")
+        if prediction.candidates:
+            st.selectbox("Jump to a candidate", range(len(prediction.candidates)), index=None,
+                         format_func=lambda i: f"#{i + 1} {prediction.candidates[i]['location']}",
+                         placeholder="Choose a candidate", key="infer_jump", on_change=jump_to_candidate)
+        st.caption("Colour: the model's window probability (none below 0.1). White squares: candidates (numbered). "
+                   "Green circles: ground-truth localizers.")
+    half = int(round(slab / 2 / spacing))
+    for column, (low, high), title in (
+        (slice_column, (index, index + 1), f"{plane} slice {index + 1}/{count}"),
+        (mip_column, (max(index - half, 0), min(index + half + 1, count)), f"{plane} MIP {slab} mm"),
+    ):
+        image = figures.plane_image(array, axis, low, high)
+        shown = figures.markers_in_view(points(result), axis, low, high, array.shape[0], NEAR_MM / spacing)
+        overlay = figures.plane_image(heat, axis, low, high) if painted else None
+        figure = figures.slice_image(image, WINDOW, shown, title, heat=overlay, height=480)
+        column.plotly_chart(figure, width="stretch", config={"displayModeBar": False})
+    st.markdown("**Top candidates**")
+    if prediction.candidates:
+        st.dataframe(candidate_table(prediction), hide_index=True, width="stretch")
+    else:
+        st.caption("No window reached the candidate floor (0.05).")
+
+
+def page() -> None:
+    root = page_start("Inference")
+    st.caption("Research software, not a medical device: its output is no diagnosis.")
+    model = choose_model()
+    loaded = load_model(model) if model else None
+    if loaded is None:
+        return
+    kind = "Demo series" if root is not None and is_demo(root) else "Series of the data folder"
+    tab_data, tab_upload = st.tabs([kind, "Upload"])
+    with tab_data:
+        if root is None:
+            st.info("No data folder: upload a series instead.")
+        else:
+            demo_input(root, loaded, model)
+    with tab_upload:
+        upload_input(loaded, model)
+    result = infer.shown()
+    if result is None:
+        return
+    st.divider()
+    result_summary(result)
+    verdict(result)
+    viewer(result)
+
+
+page()

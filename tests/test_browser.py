@@ -1,0 +1,137 @@
+"""The dashboard in a real browser: ``streamlit run app.py`` driven by Playwright in Debian's
+Chromium (installed by ``.ci/run``). Visits the four pages through the navigation, uploads a
+demo series' files on the inference page and sees the 14 probabilities. Screenshots go to
+``ANEURYSM_SCREENSHOTS`` (default: the test's temporary folder)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.labels import LABEL_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from screenshot import CHROMIUM, FLAGS  # noqa: E402  (the same browser settings as the screenshot tool)
+
+PAGES = {"Dataset exploration": "Dataset exploration", "Dataset building": "Dataset building",
+         "Training": "Training", "Inference": "Inference"}  # navigation link -> page title
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed (.ci/run installs it)")
+
+
+def _free_port() -> int:
+    with socket.socket() as handle:
+        handle.bind(("127.0.0.1", 0))
+        return handle.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(demo, trained, tmp_path_factory):
+    """The dashboard on the small demo data with the one-epoch model; yields its address."""
+    port = _free_port()
+    scratch = tmp_path_factory.mktemp("browser")
+    environment = {**os.environ, "ANEURYSM_DATA": str(demo[0]), "ANEURYSM_MODEL": str(trained / "best.pt"),
+                   "ANEURYSM_RUNS_DIR": str(scratch / "runs"), "ANEURYSM_DATASETS_DIR": str(scratch / "datasets")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not start: {process.stderr.read().decode()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    folder = Path(os.environ.get("ANEURYSM_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def settle(page) -> None:
+    """Wait until Streamlit has finished running the script and drawing."""
+    page.wait_for_selector("[data-testid='stMain'] [data-testid='stElementContainer']", timeout=120_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
+    page.wait_for_timeout(500)
+
+
+def assert_no_error_shown(page) -> None:
+    assert page.locator("[data-testid='stException']").count() == 0, "a traceback is shown"
+
+
+def test_every_page_opens_from_the_navigation(server, browser, shots):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(server)
+    settle(page)
+    assert page.get_by_role("heading", name="Intracranial aneurysm detection").is_visible()
+    page.screenshot(path=str(shots / "home.png"))
+    for link, title in PAGES.items():
+        page.get_by_role("link", name=link).first.click()
+        page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
+        settle(page)
+        assert_no_error_shown(page)
+        page.screenshot(path=str(shots / f"{link.lower().replace(' ', '-')}.png"))
+    page.close()
+
+
+def test_an_uploaded_series_gets_the_14_probabilities(server, browser, shots, demo):
+    root = demo[0]
+    table = pd.read_csv(root / "train.csv", dtype={"SeriesInstanceUID": str})
+    uid = table.loc[table["Aneurysm Present"] == 1, "SeriesInstanceUID"].iloc[0]
+    files = sorted(str(p) for p in (root / "series" / uid).iterdir())
+    page = browser.new_page(viewport={"width": 1400, "height": 2300})
+    page.goto(server)
+    settle(page)
+    page.get_by_role("link", name="Inference").first.click()
+    page.get_by_role("heading", name="Inference").first.wait_for(timeout=60_000)
+    settle(page)
+    page.get_by_role("tab", name="Upload").click()
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(files)
+    run = page.get_by_role("button", name="Run the model on this series").locator("visible=true")
+    run.wait_for(timeout=120_000)
+    run.click()
+    page.get_by_text("Top candidates").wait_for(timeout=180_000)
+    settle(page)
+    assert_no_error_shown(page)
+    text = page.locator("[data-testid='stMain']").text_content()
+    assert uid in text  # the series that was uploaded is the one scored
+    for name in LABEL_COLUMNS:  # the bar chart names every column
+        assert name in text, name
+    present = page.locator("[data-testid='stMetric']", has_text="Aneurysm Present")
+    value = float(present.locator("[data-testid='stMetricValue']").text_content())
+    assert 0.0 <= value <= 1.0
+    assert "ZZFAKE" not in page.content()  # the demo's fake patient fields never reach the page
+    page.screenshot(path=str(shots / "inference-upload.png"), full_page=True)
+    page.close()

@@ -1,0 +1,141 @@
+"""The inference page: a demo series or an upload scored by a model, with probabilities,
+candidates, heatmap viewer and ground truth; bad uploads and a missing model are explained."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import inference as infer
+from pipeline.errors import IngestError
+from pipeline.labels import LABEL_COLUMNS
+
+
+def open_page(monkeypatch, tmp_path, demo, model) -> AppTest:
+    monkeypatch.setenv("ANEURYSM_DATA", str(demo[0]))
+    monkeypatch.setenv(infer.MODEL_ENV, str(model))
+    monkeypatch.setenv("ANEURYSM_RUNS_DIR", str(tmp_path / "no-runs"))
+    app = AppTest.from_file("../app.py", default_timeout=120).run()
+    app.switch_page("pages/infer.py").run()
+    assert not app.exception
+    return app
+
+
+def page_text(app: AppTest) -> str:
+    """Everything the page shows as text, tables included."""
+    parts = [e.value for kind in ("title", "text", "markdown", "caption", "error", "warning", "info", "success")
+             for e in getattr(app, kind)]
+    parts += [f"{m.label} {m.value}" for m in app.metric]
+    parts += [d.value.to_string() for d in app.dataframe]
+    return " ".join(map(str, parts))
+
+
+def table_with(app: AppTest, column: str) -> pd.DataFrame:
+    return next(d.value for d in app.dataframe if column in d.value.columns)
+
+
+def test_a_demo_series_is_scored_with_probabilities_candidates_and_ground_truth(monkeypatch, tmp_path, demo,
+                                                                               trained):
+    app = open_page(monkeypatch, tmp_path, demo, trained / "best.pt")
+    row = app.selectbox(key="infer_demo_series").value
+    assert row["Aneurysm Present"] == 1  # a positive series is offered first
+    app.button(key="infer_run_demo").click().run()
+    assert not app.exception
+
+    probabilities = table_with(app, "Probability")
+    assert probabilities["Label"].tolist() == list(LABEL_COLUMNS)
+    assert probabilities["Probability"].between(0, 1).all()
+    assert probabilities["Truth"].tolist() == [int(row[name]) for name in LABEL_COLUMNS]
+    assert any("Ground truth" in info.value for info in app.info)
+    assert {m.label for m in app.metric} >= {"Aneurysm Present", "Read (s)", "Network (s)", "Total (s)"}
+
+    result = app.session_state["infer_results"][app.session_state["infer_shown"]]
+    assert result["truth"]["points"], "the localizers of a positive series are mapped to the processed volume"
+    charts = [c.proto.spec.replace(" ", "") for c in app.get("plotly_chart")]
+    assert any('"name":"Groundtruth"' in spec for spec in charts)  # beside the probabilities
+    candidates = result["prediction"].candidates
+    assert candidates  # even a one-epoch model has windows above the candidate floor
+    shown = table_with(app, "SOPInstanceUID")
+    assert len(shown) == len(candidates) and shown["Probability"].between(0, 1).all()
+    assert app.slider(key="infer_slice_0").value == round(candidates[0]["voxel"][0])  # opens on the top one
+    app.selectbox(key="infer_jump").set_value(len(candidates) - 1).run()  # jump to the last one
+    assert app.slider(key="infer_slice_0").value == round(candidates[-1]["voxel"][0])
+    app.radio(key="infer_plane").set_value("Coronal").run()  # every plane is on the candidate
+    assert not app.exception
+    assert app.slider(key="infer_slice_1").value == round(candidates[-1]["voxel"][1])
+    assert "ZZFAKE" not in page_text(app)  # the fake patient name, ID and birth date never show
+
+
+def zipped(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_an_uploaded_zip_of_two_series_lets_the_user_choose_one(monkeypatch, tmp_path, demo, trained):
+    root = demo[0]
+    table = pd.read_csv(root / "train.csv", dtype={"SeriesInstanceUID": str})
+    uids = table.loc[table["Modality"] == "MRI T2", "SeriesInstanceUID"].tolist()[:2]  # thick slices: small
+    assert len(uids) == 2
+    archive = zipped({f"{uid}/{path.name}": path.read_bytes()
+                      for uid in uids for path in sorted((root / "series" / uid).iterdir())})
+    app = open_page(monkeypatch, tmp_path, demo, trained / "best.pt")
+    app.file_uploader(key="infer_upload_files").set_value(("two series.zip", archive, "application/zip")).run()
+    assert not app.exception and not app.error
+    choice = app.selectbox(key="infer_upload_series")
+    assert len(choice.options) == 2 and all(any(uid in o for o in choice.options) for uid in uids)
+    choice.set_value(next(o for o in choice.options if uids[1] in o)).run()
+    app.button(key="infer_run_upload").click().run()
+    assert not app.exception
+    assert app.session_state["infer_shown"][1] == uids[1]
+    assert table_with(app, "Probability")["Probability"].between(0, 1).all()
+
+
+@pytest.mark.parametrize("upload", [
+    ("notes.txt", b"not an image", "text/plain"),
+    ("broken.zip", b"PK\x03\x04 not really a zip", "application/zip"),
+    ("empty.zip", zipped({"readme.md": b"# nothing"}), "application/zip"),
+])
+def test_an_upload_that_is_not_dicom_gets_a_readable_error(monkeypatch, tmp_path, demo, trained, upload):
+    app = open_page(monkeypatch, tmp_path, demo, trained / "best.pt")
+    app.file_uploader(key="infer_upload_files").set_value(upload).run()
+    assert not app.exception
+    assert len(app.error) == 1 and "DICOM" in app.error[0].value
+    assert not [b for b in app.button if b.key == "infer_run_upload"]
+
+
+def test_an_upload_over_the_caps_is_refused_before_reading(monkeypatch, tmp_path, demo, trained):
+    monkeypatch.setattr(infer, "MAX_UPLOAD_FILES", 2)
+    app = open_page(monkeypatch, tmp_path, demo, trained / "best.pt")
+    app.file_uploader(key="infer_upload_files").set_value([(f"{i}.dcm", b"x", "application/dicom")
+                                                          for i in range(3)]).run()
+    assert not app.exception
+    assert "more than the limit of 2" in app.error[0].value
+
+
+def test_without_any_model_the_page_says_what_to_do(monkeypatch, tmp_path, demo):
+    app = open_page(monkeypatch, tmp_path, demo, tmp_path / "missing" / "best.pt")
+    assert any("No trained model" in w.value and "Training page" in w.value for w in app.warning)
+    assert not [b for b in app.button if b.key == "infer_run_demo"]
+
+
+def test_uploaded_files_become_an_in_memory_source():
+    archive = zipped({"series/a.dcm": b"A", "series/sub/b.dcm": b"B"})
+    sources = infer.files_to_sources([("upload.zip", archive), ("c.dcm", b"C")])
+    assert sources == [("upload.zip/series/a.dcm", b"A"), ("upload.zip/series/sub/b.dcm", b"B"), ("c.dcm", b"C")]
+    with pytest.raises(IngestError, match="limit"):
+        infer.check_upload([infer.MAX_UPLOAD_BYTES, 1])
+    with pytest.raises(IngestError, match="None of the 3 uploaded files holds a DICOM image"):
+        infer.series_in(sources)
+
+
+def test_file_names_shown_in_messages_are_inert_markdown():
+    shown = infer.plain("![x](http://a.example/p.png) **b** :red[c] <i>d</i> me@e.example a_b.dcm")
+    for active in ("![", "](", "**", ":red[", "<i>", "http://", "me@e"):
+        assert active not in shown
