@@ -107,6 +107,8 @@ def test_every_page_opens_from_the_navigation(server, browser, shots):
 
 
 def test_an_uploaded_series_gets_the_14_probabilities(server, browser, shots, demo):
+    from playwright.sync_api import expect
+
     root = demo[0]
     table = pd.read_csv(root / "train.csv", dtype={"SeriesInstanceUID": str})
     uid = table.loc[table["Aneurysm Present"] == 1, "SeriesInstanceUID"].iloc[0]
@@ -125,10 +127,10 @@ def test_an_uploaded_series_gets_the_14_probabilities(server, browser, shots, de
     page.get_by_text("Top candidates").wait_for(timeout=180_000)
     settle(page)
     assert_no_error_shown(page)
-    text = page.locator("[data-testid='stMain']").text_content()
-    assert uid in text  # the series that was uploaded is the one scored
-    for name in LABEL_COLUMNS:  # the bar chart names every column
-        assert name in text, name
+    main = page.locator("[data-testid='stMain']")
+    expect(main).to_contain_text(uid)  # the series that was uploaded is the one scored
+    for name in LABEL_COLUMNS:  # the bar chart (drawn by plotly after the script ends) names every column
+        expect(main).to_contain_text(name, timeout=60_000)
     present = page.locator("[data-testid='stMetric']", has_text="Aneurysm Present")
     value = float(present.locator("[data-testid='stMetricValue']").text_content())
     assert 0.0 <= value <= 1.0
