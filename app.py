@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.data import data_source, sidebar
+from dashboard.inference import model_sidebar
 from pipeline import __version__
 from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
 
@@ -58,4 +59,5 @@ navigation = st.navigation([
 ])
 st.session_state["data_root"] = data_source()  # found once per run, read by the pages
 sidebar(st.session_state["data_root"])
+model_sidebar()
 navigation.run()

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
@@ -31,6 +33,25 @@ def timed(action) -> float:
     start = time.perf_counter()
     action()
     return time.perf_counter() - start
+
+
+def fragment_work(app, repeats: int = 5) -> float:
+    """Median time of what the exploration viewer's fragment does on a slider move, minus
+    Streamlit's own messaging: the cached volume, the slice, the figure and its JSON."""
+    from dashboard import figures
+    from dashboard.volumes import default_spacing, display_volume
+
+    root = str(app.session_state["data_root"])
+    uid = str(app.selectbox(key="explore_series").value["SeriesInstanceUID"])
+    times = []
+    for index in range(40, 40 + repeats):
+        start = time.perf_counter()
+        shown = display_volume(root, uid, default_spacing())
+        image = figures.plane_image(shown["array"], 0, index, index + 1)
+        window = tuple(float(v) for v in np.percentile(image, [1.0, 99.8]))
+        figures.slice_image(image, window, [], f"slice {index}").to_json()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def main() -> int:
@@ -58,6 +79,9 @@ def main() -> int:
     slider = app.slider(key="explore_slice_0")
     moves = [timed(lambda v=v: slider.set_value(v).run()) for v in range(int(slider.min) + 10, int(slider.min) + 10 + args.repeats)]
     print(f"explore slice slider: {statistics.median(moves) * 1000:.0f} ms (median of {len(moves)})")
+
+    print(f"explore viewer fragment's own work (what a slider move reruns in the browser): "
+          f"{fragment_work(app) * 1000:.0f} ms (median of {args.repeats})")
 
     app.switch_page("pages/infer.py").run()
     scored = timed(lambda: app.button(key="infer_run_demo").click().run())

@@ -54,6 +54,19 @@ def available_models() -> list[Model]:
     return models
 
 
+def model_sidebar() -> None:
+    """The model in use, in the sidebar of every page: the one chosen on the inference page,
+    else the default one."""
+    chosen = st.session_state.get("infer_model")
+    models = available_models() if chosen is None else [chosen]
+    with st.sidebar:
+        st.subheader("Model")
+        if models:
+            st.text(models[0].label)
+        else:
+            st.caption("No trained model yet: train one on the Training page.")
+
+
 def _shown_path(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(PROJECT_ROOT))

@@ -54,8 +54,6 @@ def load_model(model: infer.Model) -> Predictor | None:
     line = infer.describe_model(model, loaded)
     st.caption("Model in use")
     st.text(line)
-    st.sidebar.subheader("Model")
-    st.sidebar.text(model.label)
     return loaded
 
 

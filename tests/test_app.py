@@ -38,3 +38,13 @@ def test_a_configured_folder_that_is_not_rsna_data_is_reported(monkeypatch, tmp_
     app = AppTest.from_file("../app.py", default_timeout=60).run()
     assert not app.exception
     assert "without train.csv" in app.sidebar.error[0].value
+
+
+def test_the_sidebar_names_the_model_in_use(monkeypatch, tmp_path):
+    monkeypatch.setenv("ANEURYSM_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("ANEURYSM_MODEL", str(tmp_path / "none.pt"))
+    app = run_app(monkeypatch, tmp_path, series=1)
+    assert "No trained model yet" in " ".join(c.value for c in app.sidebar.caption)
+    monkeypatch.delenv("ANEURYSM_MODEL")
+    app = AppTest.from_file("../app.py", default_timeout=60).run()
+    assert any("Shipped model" in t.value for t in app.sidebar.text)  # models/demo/best.pt
