@@ -426,7 +426,8 @@ def train(
                 status.update(state="stopped")
                 break
             # Cube-level validation does not see the false positives that mining removes, so
-            # epochs before the last mining round never count as the best.
+            # epochs before the last mining round never count as the best; without a validation
+            # AUC, the latest epoch is kept.
             settled = epoch > max(mining_epochs(config), default=0)
             improved = settled and record["validation_auc"] is not None and record["validation_auc"] > best_auc
             if improved or not (run / "best.pt").is_file() or (settled and best_auc < 0):
