@@ -65,7 +65,10 @@ def follow(run) -> None:
     columns[1].metric("Epoch", f"{state.get('epoch', 0)} / {state.get('epochs', '?')}")
     best = max((r["validation_auc"] for r in epochs if r["validation_auc"] is not None), default=None)
     columns[2].metric("Best validation AUC", "–" if best is None else f"{best:.3f}")
-    columns[3].metric("Cubes / s", f"{records[-1]['cubes_per_second']:.0f}" if records else "–")
+    rate = next((r["cubes_per_second"] for r in reversed(records) if "cubes_per_second" in r), None)
+    columns[3].metric("Cubes / s", "–" if rate is None else f"{rate:.0f}",
+                      help="Training throughput in 48-voxel cube equivalents: the voxels of the training crops "
+                           "seen per second, divided by 48³.")
     if state.get("epochs"):
         st.progress(min(1.0, state.get("epoch", 0) / state["epochs"]))
     curves(records)

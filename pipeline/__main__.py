@@ -153,10 +153,8 @@ def _train(args: argparse.Namespace) -> int:
         if args.modalities:
             wanted = {DATASET_FILES[m.strip()] for m in args.modalities.split(",") if m.strip() in DATASET_FILES}
             files = tuple(f for f in files if Path(f).name in wanted)
-        tuning = {key: value for key, value in (("mining_rounds", args.mining_rounds),
-                                                   ("mined_per_series", args.mined_per_series)) if value is not None}
-        config = TrainConfig(datasets=files, **tuning, epochs=args.epochs, batch_size=args.batch, learning_rate=args.lr,
-                             seed=args.seed, precision=args.precision, positive_weight=args.positive_weight,
+        config = TrainConfig(datasets=files, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch,
+                             crop=args.crop, learning_rate=args.lr, seed=args.seed, precision=args.precision,
                              model=ModelConfig(width=args.width, blocks=args.blocks))
 
     def progress(record: dict) -> None:
@@ -167,7 +165,7 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         train(config, run, resume=args.resume, progress=progress)
-    except FileExistsError as exc:
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"run folder: {run}")
@@ -255,18 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run", help="run folder (default: runs/run-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
     train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--batch", type=int, default=32)
+    train.add_argument("--steps", type=int, default=86, help="steps per epoch (default 86)")
+    train.add_argument("--batch", type=int, default=2, help="crops per step (default 2)")
+    train.add_argument("--crop", type=int, default=96, help="voxels per side of a training crop, a multiple of 16 "
+                                                            "(default 96)")
     train.add_argument("--lr", type=float, default=2e-3)
     train.add_argument("--width", type=int, default=16, help="channels of the first stage (default 16)")
     train.add_argument("--blocks", type=int, default=1, help="residual blocks per stage (default 1)")
     train.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--positive-weight", type=float, default=None,
-                       help="weight of positive cubes in the loss (default: negatives / positives)")
-    train.add_argument("--mining-rounds", type=int,
-                       help="hard-negative mining rounds over the training series (0: none; default 1)")
-    train.add_argument("--mined-per-series", type=int,
-                       help="false-positive windows added per training series and round (default 32)")
     train.set_defaults(handler=_train)
 
     predict = commands.add_parser("predict", help="the 14 RSNA probabilities of one series (folder, files or .zip)")

@@ -4,23 +4,22 @@ One path serves the CLI (``python -m pipeline predict``), evaluation and the das
 
 1. read the series (a folder, files, ``(name, bytes)`` pairs or a ``.zip``);
 2. preprocess it with the parameters stored in the checkpoint;
-3. score the windows of the processed volume: 48-voxel cubes centred every 16 voxels
-   (12.8 mm) inside the head (`head_interior`: the region the dataset builder draws its
-   negatives from), cut exactly as the builder cuts training cubes (`extract_cube`) and
-   scored in batches, so the model sees at inference exactly the kind of input it learnt
-   from (a fully-convolutional pass was tried: its windows see context beyond the cube,
-   which the cubes never show, and scored false positives the cube model had learnt to
-   reject);
+3. one pass of the fully-convolutional network over the whole processed volume (padded with
+   0, the builder's fill, to multiples of 16) gives a heatmap at stride 4, as in training,
+   where the network learnt from large crops of whole volumes; the windows are the points
+   every 16 voxels (12.8 mm) inside the head (`head_interior`), each taking the highest
+   heatmap value within 8 voxels of it and the location probabilities of that cell;
 4. aggregate, the documented rule: ``Aneurysm Present`` is the highest window
    probability; a location's probability is the highest, over windows, of
-   P(aneurysm in the window) x P(that location | aneurysm in the window);
-5. candidates: local maxima of the window probabilities, their position refined by the
-   probability-weighted centre of the neighbouring windows, given in patient mm, in the
-   processed volume and in source-image terms (SOPInstanceUID, frame, x, y) like
-   ``train_localizers.csv``.
+   P(aneurysm at the window) x P(that location | aneurysm there);
+5. candidates: local maxima of the window probabilities, each placed on its window's best
+   heatmap cell (4-voxel precision), maxima within 10 mm of a stronger one left out, given
+   in patient mm, in the processed volume and in source-image terms (SOPInstanceUID, frame,
+   x, y) like ``train_localizers.csv``.
 
-With ``flip=True`` (test-time augmentation) every cube is also scored mirrored left-right
-and the two are averaged after swapping the Left and Right location channels back.
+With ``flip=True`` (test-time augmentation) the volume is also scored mirrored left-right
+(shifted so that its heatmap cells fall on the same voxels) and the two heatmaps are
+averaged after mirroring back and swapping the Left and Right location channels.
 """
 
 from __future__ import annotations
@@ -37,12 +36,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from pipeline.cubes import extract_cube, head_interior
+from pipeline.cubes import head_interior
 from pipeline.dicom import DEFAULT_MAX_VOXELS, load_series
 from pipeline.errors import IngestError
 from pipeline.locate import LocationPrior, head_centre
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MIRROR_PERMUTATION
 from pipeline.preprocess import PreprocessConfig, preprocess
+from pipeline.model import CENTRE_REACH, OUTPUT_STRIDE
 from pipeline.volume import Volume
 
 STRIDE = 16  # total stride of the network: one window every 16 voxels
@@ -136,7 +136,6 @@ class Predictor:
         self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.preprocess = PreprocessConfig.from_dict(self.meta["preprocess"]) if self.meta.get("preprocess") else \
             PreprocessConfig()
-        self.cube = int(self.meta["model"]["cube"])
         prior = self.meta.get("location_prior")
         self.prior = LocationPrior.from_dict(prior) if prior else None
         self.flip = flip
@@ -152,18 +151,19 @@ class Predictor:
         timings["preprocess"] = time.perf_counter() - start - timings["read"]
         network_start = time.perf_counter()
         windows = Windows.of(processed)
-        presence, location = self.score(processed.array, windows.centres)
+        presence, location, peaks = self.score(processed.array)
+        presence, location = presence[windows.inside], location[:, windows.inside]
         timings["network"] = time.perf_counter() - network_start
-        prediction = self._aggregate(processed, windows, presence, location, timings)
+        prediction = self._aggregate(processed, windows, presence, location, peaks, timings)
         timings["total"] = time.perf_counter() - start
         return prediction
 
-    def score(self, array: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """See `score_windows`."""
-        return score_windows(self.model, array, centres, self.cube, self.device, self.autocast, self.flip)
+    def score(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """See `score_volume`."""
+        return score_volume(self.model, array, self.device, self.autocast, self.flip)
 
     def _aggregate(self, volume: Volume, windows: "Windows", presence: np.ndarray, location: np.ndarray,
-                   timings: dict) -> Prediction:
+                   peaks: np.ndarray, timings: dict) -> Prediction:
         if self.prior is not None:  # where in the head each window is: see pipeline.locate
             offsets = (windows.centres - head_centre(windows.interior, windows.stride)) * np.asarray(volume.spacing)
             location = self.prior.combine(location, offsets)
@@ -176,7 +176,7 @@ class Predictor:
         probabilities[ANEURYSM_PRESENT] = float(presence.max(initial=0.0))
         affine = volume.affine.copy()
         affine[:3, :3] = volume.affine[:3, :3] * STRIDE
-        candidates = _candidates(volume, scores, locations)
+        candidates = _candidates(volume, scores, locations, peaks)
         return Prediction(volume.series_uid, volume.modality, probabilities, candidates, scores, affine, volume,
                           timings, list(volume.warnings))
 
@@ -203,55 +203,62 @@ class Windows:
 
 
 @torch.no_grad()
-def score_windows(model, array: np.ndarray, centres: np.ndarray, cube: int, device: torch.device,
-                  autocast: torch.dtype | None = None, flip: bool = False,
-                  batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Presence (n,) and location probabilities (13, n) of the cubes centred on ``centres``
-    (n, 3), cut from ``array`` as the dataset builder cuts them; ``model`` in eval mode.
-    With ``flip``, each cube's score is averaged with its left-right mirror's."""
-    presence, location = [np.zeros(0)], [np.zeros((0, len(LOCATIONS)))]
-    half = cube // 2
-    # Padded once with the builder's fill (0), so that every cube is a plain view: the same
-    # voxels `extract_cube` would give, without a new array per window.
-    padded = np.pad(np.asarray(array, dtype=np.float32), half)
-    corners = np.round(np.asarray(centres, dtype=float)).astype(int).reshape(-1, 3)
-    buffer = torch.empty((min(batch, len(corners)), 1, cube, cube, cube))
-    for start in range(0, len(corners), batch):
-        chunk = corners[start:start + batch]
-        for i, (z, y, x) in enumerate(chunk):
-            buffer[i, 0] = torch.from_numpy(padded[z:z + cube, y:y + cube, x:x + cube])
-        tensor = buffer[:len(chunk)]
-        batch_presence, batch_location = _forward(model, tensor, device, autocast)
-        if flip:
-            mirrored_presence, mirrored_location = _forward(model, tensor.flip(-1), device, autocast)
-            batch_presence = (batch_presence + mirrored_presence) / 2
-            batch_location = (batch_location + mirrored_location[:, list(MIRROR_PERMUTATION)]) / 2
-        presence.append(batch_presence.numpy())
-        location.append(batch_location.numpy())
-    return np.concatenate(presence), np.concatenate(location).T
+def score_volume(model, array: np.ndarray, device: torch.device, autocast: torch.dtype | None = None,
+                 flip: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Presence (gz, gy, gx), location probabilities (13, gz, gy, gx) and peak voxels
+    (3, gz, gy, gx) of the windows centred on voxels 16 g of ``array``: the highest heatmap
+    value within `CENTRE_REACH` voxels, the location probabilities of that heatmap cell and
+    the voxel it is centred on. ``model`` in eval mode.
+    With ``flip``, averaged with the left-right mirror's heatmaps (mirrored back, Left and
+    Right swapped)."""
+    grid = [-(-n // STRIDE) for n in array.shape]
+    tensor = torch.from_numpy(np.asarray(array, dtype=np.float32))
+    tensor = F.pad(tensor, [p for g, n in zip(grid[::-1], array.shape[::-1]) for p in (0, STRIDE * g - n)])
+    presence, location = _heatmaps(model, tensor, device, autocast)
+    if flip:
+        # Cell i of a pass is centred on voxel 4 i. One voxel of padding before the mirrored
+        # volume puts its cell i on voxel 16 gx - 4 i of the original: the cell gx*4 - i.
+        mirrored = F.pad(tensor.flip(-1), (1, STRIDE - 1))
+        mirrored_presence, mirrored_location = _heatmaps(model, mirrored, device, autocast)
+        cells = presence.shape[-1]
+        mirrored_presence = mirrored_presence[..., 1:cells + 1].flip(-1)
+        mirrored_location = mirrored_location[list(MIRROR_PERMUTATION)][..., 1:cells + 1].flip(-1)
+        presence, location = (presence + mirrored_presence) / 2, (location + mirrored_location) / 2
+    # the window at voxel 16 g: the best cell within 8 voxels (cells 4 g - 2 ... 4 g + 2)
+    reach = CENTRE_REACH // OUTPUT_STRIDE
+    window, best = F.max_pool3d(presence[None, None], 2 * reach + 1, STRIDE // OUTPUT_STRIDE, reach,
+                                return_indices=True)
+    window, best = window[0, 0], best[0, 0]
+    location = location.flatten(1)[:, best.flatten()].reshape(len(LOCATIONS), *best.shape)
+    peaks = np.stack(np.unravel_index(best.numpy(), presence.shape)) * OUTPUT_STRIDE
+    box = tuple(slice(0, g) for g in grid)
+    return window[box].numpy(), location[(slice(None), *box)].numpy(), peaks[(slice(None), *box)]
 
 
-def _forward(model, cubes: torch.Tensor, device: torch.device,
-             autocast: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
-    cubes = cubes.to(device).contiguous(memory_format=torch.channels_last_3d)
+def _heatmaps(model, volume: torch.Tensor, device: torch.device,
+              autocast: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Presence probabilities (d, h, w) and location probabilities (13, d, h, w) at stride 4."""
+    volume = volume[None, None].to(device).contiguous(memory_format=torch.channels_last_3d)
     with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-        output = model(cubes)
-    return torch.sigmoid(output["presence"].float()).cpu(), torch.softmax(output["location"].float(), dim=-1).cpu()
+        output = model.dense(volume)
+    return (torch.sigmoid(output["presence"][0].float()).cpu(),
+            torch.softmax(output["location"][0].float(), dim=0).cpu())
 
 
-def _candidates(volume: Volume, scores: np.ndarray, location: np.ndarray, top: int = 5,
-                floor: float = 0.05) -> list[dict]:
+def _candidates(volume: Volume, scores: np.ndarray, location: np.ndarray, peaks: np.ndarray, top: int = 5,
+                floor: float = 0.05, apart_mm: float = 10.0) -> list[dict]:
+    """The ``top`` local maxima of the window probabilities (at least ``floor``), each placed
+    on its window's best heatmap cell (a 4-voxel grid); a maximum within ``apart_mm`` of a
+    stronger one is the same finding and is left out."""
     tensor = torch.from_numpy(scores.astype(np.float32))[None, None]
-    peaks = (F.max_pool3d(tensor, 3, stride=1, padding=1)[0, 0].numpy() == scores) & (scores >= floor)
-    found = []
-    for index in sorted(map(tuple, np.argwhere(peaks)), key=lambda g: -scores[g])[:top]:
-        box = tuple(slice(max(i - 1, 0), i + 2) for i in index)
-        weights = scores[box]
-        grid = np.stack(np.meshgrid(*[np.arange(s.start, s.start + n) for s, n in zip(box, weights.shape)],
-                                    indexing="ij"), axis=-1)
-        centre_grid = (grid * weights[..., None]).sum(axis=(0, 1, 2)) / max(weights.sum(), 1e-9)
-        voxel = STRIDE * centre_grid
-        voxel = np.clip(voxel, 0, np.array(volume.shape) - 1)
+    maxima = (F.max_pool3d(tensor, 3, stride=1, padding=1)[0, 0].numpy() == scores) & (scores >= floor)
+    spacing = np.asarray(volume.spacing)
+    found, kept = [], []
+    for index in sorted(map(tuple, np.argwhere(maxima)), key=lambda g: -scores[g]):
+        voxel = np.clip(peaks[(slice(None), *index)].astype(float), 0, np.array(volume.shape) - 1)
+        if any(np.linalg.norm((voxel - other) * spacing) < apart_mm for other in kept):
+            continue
+        kept.append(voxel)
         patient = volume.voxel_to_patient(voxel)
         sop, frame, x, y = volume.voxel_to_source(voxel)
         probabilities = location[(slice(None), *index)]
@@ -266,6 +273,8 @@ def _candidates(volume: Volume, scores: np.ndarray, location: np.ndarray, top: i
             "frame": int(frame),
             "coordinates": {"x": round(float(x), 2), "y": round(float(y), 2), **({"f": int(frame)} if frame else {})},
         })
+        if len(found) == top:
+            break
     return found
 
 

@@ -1,14 +1,22 @@
-"""The cube model: a small 3D residual network with two heads.
+"""The model: a small 3D residual network that maps a volume to an aneurysm heatmap.
 
-Input: one-channel cubes (N, 1, 48, 48, 48) in [0, 1]. Output: a dict with
-``presence`` (N,) logits of "an aneurysm at the centre of this cube" and ``location``
-(N, 13) logits over the RSNA locations (meaningful for positive cubes).
+Fully convolutional: any one-channel input (N, 1, D, H, W) in [0, 1] with D, H, W multiples
+of 16 gives (`AneurysmNet.dense`) ``presence`` logits (N, D/4, H/4, W/4), "an aneurysm
+within a few mm of this point", and ``location`` logits (N, 13, D/4, H/4, W/4) over the
+RSNA locations (meaningful where presence is high). Output cell i is centred on input
+voxel ``OUTPUT_STRIDE * i``. It is trained on large crops of whole processed volumes
+(`pipeline.train`), so every part of every training series is seen, not only sampled
+cubes; inference runs it once over the whole volume (`pipeline.inference`).
 
-Architecture: a 3x3x3 stride-2 stem, four stages of basic residual blocks
-(widths w, 2w, 4w, 8w; strides 1, 2, 2, 2), global average pooling, two linear heads.
-``width`` and ``blocks`` scale it: the default (16, 1 block per stage) has 0.90 M
-parameters and costs 0.32 G multiply-adds per 48-voxel cube (`model_size`); width 32
-with two blocks per stage is the "credible on real data" setting.
+Applied to a 48-voxel cube, ``forward`` gives the cube's score: the highest presence within
+8 voxels of the cube's centre and the location logits there ((N,) and (N, 13)).
+
+Architecture: a 3x3x3 stride-2 stem, four stages of basic residual blocks (widths w, 2w,
+4w, 8w; strides 1, 2, 2, 2), and a feature-pyramid decoder back to stride 4 (1x1 lateral
+convolutions of width 2w, nearest upsampling, one 3x3x3 convolution) with a 1x1 head.
+``width`` and ``blocks`` scale it: the default (16, 1 block per stage) has 0.93 M
+parameters and costs 0.37 G multiply-adds per 48-voxel cube (`model_size`); width 32 with two blocks per stage is the "credible on real
+data" setting.
 """
 
 from __future__ import annotations
@@ -16,9 +24,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.labels import LOCATIONS
+
+OUTPUT_STRIDE = 4  # heatmap cell i is centred on input voxel 4 i
+INPUT_MULTIPLE = 16  # the encoder's total stride: input sizes must be multiples of it
+CENTRE_REACH = 8  # a cube's score is the highest presence within this many voxels of its centre
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,7 @@ class ResidualBlock(nn.Module):
 
 
 class AneurysmNet(nn.Module):
-    """3D ResNet for cubes, with a presence head and a location head."""
+    """3D ResNet encoder, feature-pyramid decoder, presence and location heatmaps."""
 
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
@@ -66,23 +79,44 @@ class AneurysmNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
             channels = out
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool3d(1)
-        self.presence = nn.Linear(channels, 1)
-        self.location = nn.Linear(channels, len(LOCATIONS))
+        self.lateral = nn.ModuleList([nn.Conv3d(c, 2 * w, 1) for c in (2 * w, 4 * w, 8 * w)])
+        self.smooth = nn.Sequential(nn.Conv3d(2 * w, 2 * w, 3, 1, 1, bias=False), nn.BatchNorm3d(2 * w),
+                                    nn.ReLU(inplace=True))
+        self.head = nn.Conv3d(2 * w, 1 + len(LOCATIONS), 1)
         for module in self.modules():
             if isinstance(module, nn.Conv3d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
+    def dense(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Presence (N, d, h, w) and location (N, 13, d, h, w) logits at stride 4."""
+        if any(n % INPUT_MULTIPLE for n in x.shape[2:]):
+            raise ValueError(f"input sizes {tuple(x.shape[2:])} must be multiples of {INPUT_MULTIPLE}")
+        x = self.stem(x)
+        stages = []
+        for stage in self.stages:
+            x = stage(x)
+            stages.append(x)
+        top = self.lateral[2](stages[3])
+        top = F.interpolate(top, scale_factor=2, mode="nearest") + self.lateral[1](stages[2])
+        top = F.interpolate(top, scale_factor=2, mode="nearest") + self.lateral[0](stages[1])
+        out = self.head(self.smooth(top))
+        return {"presence": out[:, 0], "location": out[:, 1:]}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        pooled = self.pool(self.features(x)).flatten(1)
-        return {"presence": self.presence(pooled).squeeze(1), "location": self.location(pooled)}
+        """A cube's score: the highest presence within `CENTRE_REACH` voxels of its centre."""
+        maps = self.dense(x)
+        centre = [n // 2 // OUTPUT_STRIDE for n in x.shape[2:]]
+        reach = CENTRE_REACH // OUTPUT_STRIDE
+        box = (slice(None), *(slice(c - reach, c + reach + 1) for c in centre))
+        presence = maps["presence"][box].flatten(1)
+        best = presence.argmax(dim=1)
+        location = maps["location"][(slice(None), slice(None), *box[1:])].flatten(2)
+        return {"presence": presence.gather(1, best[:, None])[:, 0],
+                "location": location.gather(2, best[:, None, None].expand(-1, location.shape[1], 1))[..., 0]}
 
 
 def model_size(model: AneurysmNet) -> dict:
-    """Parameters and multiply-adds per cube (convolutions and linear layers)."""
+    """Parameters and multiply-adds per 48-voxel cube (convolutions)."""
     macs = 0
 
     def count(module, inputs, output):

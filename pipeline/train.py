@@ -1,12 +1,12 @@
-"""Training the cube model: series-level split, anatomy-aware augmentation, resumable runs.
+"""Training the heatmap model: series-level split, anatomy-aware augmentation, resumable runs.
 
 A run is a folder:
 
 * ``config.json``: the training configuration (model, data, optimisation);
 * ``split.json``: which series train and which validate (split by series, never by cube);
 * ``metrics.jsonl``: one JSON line every few steps (``"kind": "step"``: loss, learning
-  rate, cubes/s) and one per epoch (``"kind": "epoch"``: train and validation loss,
-  validation cube-level AUC, location accuracy);
+  rate, crops/s and 48-voxel cube equivalents/s) and one per epoch (``"kind": "epoch"``:
+  train loss, validation loss, validation cube-level AUC, location accuracy);
 * ``last.pt`` (weights, optimiser, scheduler, epoch: what ``--resume`` continues from)
   and ``best.pt`` (the weights with the best validation AUC), both plain tensors and
   strings, loadable with ``torch.load(path, weights_only=True)``, each with a ``meta``
@@ -14,25 +14,26 @@ A run is a folder:
   the dataset manifest;
 * ``status.json``: running / finished / stopped / failed, for whoever watches the run.
   Creating a file named ``STOP`` in the folder stops the run after the current step; the
-  unfinished epoch is dropped, ``last.pt`` keeps the last finished one;
-* ``mined.json``: the windows added by hard-negative mining (below), so that ``--resume``
-  rebuilds the same training set.
+  unfinished epoch is dropped, ``last.pt`` keeps the last finished one.
 
-Class imbalance: the presence loss weighs positive cubes by (negatives / positives) of the
-training set, unless ``positive_weight`` sets another weight. Augmentation: intensity
-scale, shift and noise, shifts of up to 3 voxels, a left-right flip of the patient's
-left-right axis (array axis 2 in the canonical SPL orientation) that swaps the Left and
-Right location labels with it, and for half the cubes a random rotation/reflection that
-keeps the presence label and drops the location label.
+What it learns from: crops of ``crop`` voxels (96, 77 mm) cut at random from the training
+series' whole processed volumes (the build's cache), half of them around an aneurysm, and
+a heatmap target at stride 4: 1 within ``positive_radius_mm`` of a localizer, ignored up to
+``ignore_radius_mm``, 0 everywhere else. A crop covers some 200 inference windows, so a run
+sees every part of every training series many times: the vessels, bifurcations, skull
+base and loops that a series-level maximum over hundreds of windows would otherwise turn
+into false positives (sampled cubes, tried first, covered a few dozen windows per series
+and scored near chance on held-out series). The dataset's cubes serve the cube-level
+validation AUC of every epoch.
 
-Hard-negative mining: a few times during the run (``mining_rounds``) the model scores every
-window of every training series exactly as inference does (`pipeline.inference`), and the
-highest-scoring windows at least ``min_distance_mm`` (the build's) from every aneurysm are
-cut from the cached processed volumes and added as negatives. A series-level maximum over
-hundreds of windows punishes any false positive, and these are the ones the model makes.
-Epochs keep the number of steps of the first one (a random subset of the grown set), so
-the learning-rate schedule does not change; ``best.pt`` is chosen among the epochs after
-the last round only.
+Class imbalance: a positive crop holds a few dozen positive cells among 14,000. The
+presence loss is the mean over positive cells plus the mean over negative cells (each
+class weighs the same), plus ``hard_negative_weight`` times the mean of the
+``hard_negatives`` highest-loss negative cells of the batch, which the maximum over a
+series is most sensitive to. Augmentation: intensity scale, shift and noise, a left-right
+flip of the patient's left-right axis (array axis 2 in the canonical SPL orientation) that
+swaps the Left and Right location labels with it, and for ``symmetry_share`` of the crops a
+random rotation/reflection that keeps the presence target and drops the location labels.
 
 The location prior (`pipeline.locate`) is fitted on the training series' aneurysms and
 stored in the checkpoints' meta.
@@ -42,9 +43,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -54,19 +55,18 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import __version__
-from pipeline.cubes import extract_cube, head_interior
-from pipeline.dataset import CUBE_DTYPE, DATASET_FILES, MANIFEST_NAME, load_processed
+from pipeline.cubes import head_interior
+from pipeline.dataset import DATASET_FILES, MANIFEST_NAME, load_processed
 from pipeline.files import write_json, write_text
-from pipeline.inference import Windows, score_windows
 from pipeline.labels import LABEL_COLUMNS, LOCATIONS, MIRROR_PERMUTATION
 from pipeline.locate import LocationPrior, head_centre
 from pipeline.metrics import roc_auc
-from pipeline.model import AneurysmNet, ModelConfig
+from pipeline.model import CENTRE_REACH, INPUT_MULTIPLE, OUTPUT_STRIDE, AneurysmNet, ModelConfig
 
 STATUS = "status.json"
 STOP_FILE = "STOP"
-MINED = "mined.json"
 STEP_LOG_EVERY = 5
+ARCHITECTURE = "heatmap-fpn-1"  # checkpoints of other architectures are refused with a clear message
 
 
 @dataclass(frozen=True)
@@ -75,18 +75,21 @@ class TrainConfig:
 
     datasets: tuple[str, ...]
     epochs: int = 30
-    batch_size: int = 32
+    steps_per_epoch: int = 86
+    batch_size: int = 2  # crops per step
+    crop: int = 96  # voxels per side of a training crop, a multiple of 16
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     validation_share: float = 0.25
     location_weight: float = 0.5
-    max_shift: int = 3
+    positive_radius_mm: float = 4.0  # heatmap target 1 within this distance of a localizer
+    ignore_radius_mm: float = 10.0  # and neither 1 nor 0 up to this one
+    positive_crop_share: float = 0.5  # share of crops drawn around an aneurysm
+    hard_negatives: int = 0  # the highest-loss negative cells of a batch, weighed again (0: none)
+    hard_negative_weight: float = 0.3
     seed: int = 0
     precision: str = "auto"  # "auto", "bf16" or "fp32"
-    positive_weight: float | None = None  # weight of positive cubes in the presence loss; None: negatives / positives
-    mining_rounds: int = 1  # hard-negative mining rounds over the training series (0: none)
-    mined_per_series: int = 32  # windows added per training series and round
-    symmetry_share: float = 0.5  # share of cubes rotated/reflected at random (presence only)
+    symmetry_share: float = 0.5  # share of crops rotated/reflected at random (presence only)
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict:
@@ -115,17 +118,7 @@ class CubeData:
     aneurysms: dict[str, np.ndarray] = field(default_factory=dict)  # series -> (k, 3) localizer voxels
     aneurysm_locations: dict[str, np.ndarray] = field(default_factory=dict)  # series -> (k,) location indices
     volumes: dict[str, Path] = field(default_factory=dict)  # series -> cached processed volume
-    min_distance_mm: float = 20.0  # least distance from a negative to an aneurysm (the build's)
     location_prior: LocationPrior | None = None  # fitted on the training series by `train`
-
-    def add_negatives(self, cubes: np.ndarray, series: np.ndarray) -> torch.Tensor:
-        """Append negative cubes (N, s, s, s) of the given series; returns their indices."""
-        start = len(self.labels)
-        self.cubes = torch.cat([self.cubes, torch.from_numpy(cubes)[:, None]])
-        self.labels = torch.cat([self.labels, torch.zeros(len(cubes))])
-        self.locations = torch.cat([self.locations, torch.full((len(cubes),), -1, dtype=torch.int64)])
-        self.series = np.concatenate([self.series, series.astype(self.series.dtype)])
-        return torch.arange(start, len(self.labels))
 
 
 # --------------------------------------------------------------------------------------
@@ -155,13 +148,13 @@ def load_cubes(files: tuple[str, ...]) -> CubeData:
             for key in parts:
                 parts[key].append(data[key])
         manifests.add(Path(file).parent / MANIFEST_NAME)
-    preprocess, digest, volumes, min_distance = {}, hashlib.sha256(), {}, 20.0
+    preprocess, digest, volumes = {}, hashlib.sha256(), {}
     for manifest in sorted(manifests):
         if manifest.is_file():
             text = manifest.read_bytes()
             digest.update(text)
             values = json.loads(text)
-            preprocess, min_distance = values["config"]["preprocess"], float(values["config"]["min_distance_mm"])
+            preprocess = values["config"]["preprocess"]
             cache = manifest.parent / "cache" / f"preprocessed-{values['preprocess_key']}"
             volumes.update({uid: cache / f"{uid}.npz" for uid in values["series"] if (cache / f"{uid}.npz").is_file()})
     labels = np.concatenate(parts["labels"]).astype(np.float32)
@@ -172,7 +165,7 @@ def load_cubes(files: tuple[str, ...]) -> CubeData:
     cubes = torch.from_numpy(np.concatenate(parts["cubes"]))[:, None]
     return CubeData(cubes, torch.from_numpy(labels), torch.from_numpy(locations.astype(np.int64)), series, preprocess,
                     digest.hexdigest(), {uid: centres[m] for uid, m in first.items()},
-                    {uid: locations[m] for uid, m in first.items()}, volumes, min_distance)
+                    {uid: locations[m] for uid, m in first.items()}, volumes)
 
 
 def split_series(series: np.ndarray, labels: np.ndarray, share: float, seed: int) -> dict[str, list[str]]:
@@ -188,86 +181,129 @@ def split_series(series: np.ndarray, labels: np.ndarray, share: float, seed: int
 
 
 # --------------------------------------------------------------------------------------
-# Augmentation
+# Crops and their heatmap targets
 
 
-MIRROR = torch.tensor(MIRROR_PERMUTATION)
+class TrainingVolumes:
+    """The training series' processed volumes, read from the build's cache on first use and
+    kept (least recently used dropped first) while they fit in ``budget_bytes``."""
+
+    def __init__(self, paths: dict[str, Path], budget_bytes: int = 4 << 30):
+        self.paths, self.budget = paths, budget_bytes
+        self._kept: OrderedDict[str, tuple[torch.Tensor, np.ndarray]] = OrderedDict()
+
+    def get(self, uid: str) -> tuple[torch.Tensor, np.ndarray]:
+        """The array (float16 tensor) and voxel spacing (mm) of a series."""
+        if uid in self._kept:
+            self._kept.move_to_end(uid)
+            return self._kept[uid]
+        volume = load_processed(self.paths[uid])
+        value = (torch.from_numpy(np.asarray(volume.array, dtype=np.float16)), np.asarray(volume.spacing, dtype=float))
+        self._kept[uid] = value
+        while len(self._kept) > 1 and sum(v[0].numel() * 2 for v in self._kept.values()) > self.budget:
+            self._kept.popitem(last=False)
+        return value
 
 
-def augment(cubes: torch.Tensor, locations: torch.Tensor, generator: torch.Generator, max_shift: int,
-            symmetry_share: float = 0.0):
-    """Random left-right flip (with the Left/Right labels swapped), shift and intensity change;
-    and for a ``symmetry_share`` of the cubes a random rotation/reflection of the cube (a
-    dome is a dome whichever way it points), after which their location is unknown (-1)."""
-    n = cubes.shape[0]
-    flip = torch.rand(n, generator=generator) < 0.5
-    cubes = torch.where(flip[:, None, None, None, None], cubes.flip(-1), cubes)
-    mirrored = torch.where(locations >= 0, MIRROR[locations.clamp(min=0)], locations)
-    locations = torch.where(flip, mirrored, locations)
-    turned = torch.rand(n, generator=generator) < symmetry_share
-    if turned.any():
-        cubes = cubes.clone()
-        for i in torch.nonzero(turned).flatten().tolist():
-            axes = (torch.randperm(3, generator=generator) + 1).tolist()
-            flips = [a + 1 for a in range(3) if torch.rand(1, generator=generator) < 0.5]
-            turned_cube = cubes[i].permute(0, *axes)
-            cubes[i] = (turned_cube.flip(flips) if flips else turned_cube).clone()
-        locations = torch.where(turned, torch.full_like(locations, -1), locations)
-    if max_shift > 0:
-        size = cubes.shape[-1]
-        padded = F.pad(cubes, (max_shift,) * 6, mode="replicate")
-        offsets = torch.randint(0, 2 * max_shift + 1, (n, 3), generator=generator)
-        cubes = torch.stack([padded[i, :, z:z + size, y:y + size, x:x + size] for i, (z, y, x) in enumerate(offsets.tolist())])
-    scale = 1.0 + 0.2 * (torch.rand(n, 1, 1, 1, 1, generator=generator) - 0.5)
-    shift = 0.1 * (torch.rand(n, 1, 1, 1, 1, generator=generator) - 0.5)
-    noise = 0.02 * torch.rand(n, 1, 1, 1, 1, generator=generator) * torch.randn(cubes.shape, generator=generator)
-    return cubes * scale + shift + noise, locations
+def crop_start(shape, size: int, target: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """Where a ``size``-voxel crop starts in a volume of ``shape`` (padded with 0 up to
+    ``size`` where smaller): anywhere, or so that ``target`` lies at least 8 voxels inside."""
+    room = np.maximum(np.asarray(shape) - size, 0)
+    if target is None:
+        return np.array([rng.integers(0, r + 1) for r in room])
+    low = np.clip(np.ceil(target - size + CENTRE_REACH), 0, room).astype(int)
+    high = np.clip(np.floor(target - CENTRE_REACH), 0, room).astype(int)
+    return np.array([rng.integers(lo, max(lo, hi) + 1) for lo, hi in zip(low, high)])
 
 
-# --------------------------------------------------------------------------------------
-# Hard-negative mining
+def cut_crop(array: torch.Tensor, start: np.ndarray, size: int) -> torch.Tensor:
+    """The crop at ``start`` as float32, padded with the builder's fill (0) past the volume."""
+    box = tuple(slice(int(a), int(a) + size) for a in start)
+    crop = array[box].float()
+    return F.pad(crop, [p for n in reversed(crop.shape) for p in (0, size - n)])
 
 
-def mining_epochs(config: TrainConfig) -> list[int]:
-    """After which epochs the training series are mined: evenly spread, never after the last."""
-    rounds = max(0, config.mining_rounds)
-    return sorted({max(1, round(config.epochs * r / (rounds + 1))) for r in range(1, rounds + 1)} - {config.epochs})
+def heatmap_targets(points: np.ndarray, locations: np.ndarray, size: int, spacing: np.ndarray,
+                    positive_mm: float, ignore_mm: float):
+    """Presence target, location label and weight of every output cell of a ``size``-voxel
+    crop, given its aneurysms (k, 3 voxels of the crop): 1 within ``positive_mm`` of an
+    aneurysm, weight 0 (ignored) up to ``ignore_mm``, 0 elsewhere."""
+    cells = size // OUTPUT_STRIDE
+    grid = np.stack(np.meshgrid(*[np.arange(cells)] * 3, indexing="ij"), axis=-1) * OUTPUT_STRIDE
+    label = np.zeros((cells,) * 3, np.float32)
+    location = np.full((cells,) * 3, -1, np.int64)
+    weight = np.ones((cells,) * 3, np.float32)
+    for point, index in zip(points, locations):
+        distance = np.linalg.norm((grid - point) * spacing, axis=-1)
+        weight[(distance > positive_mm) & (distance <= ignore_mm)] = 0.0
+        near = distance <= positive_mm
+        label[near], location[near], weight[near] = 1.0, index, 1.0
+    return torch.from_numpy(label), torch.from_numpy(location), torch.from_numpy(weight)
 
 
-def mine_windows(model, data: CubeData, series: list[str], per_series: int, device, autocast_dtype) -> dict[str, list]:
-    """The windows the model scores highest in each series, among those of the inference
-    (in-head, on the 16-voxel grid) at least ``data.min_distance_mm`` from every aneurysm:
-    the false positives that a series-level maximum would pick up. Series without a cached
-    processed volume are left out."""
-    model.eval()
-    found = {}
-    for uid in series:
-        if uid not in data.volumes:
-            continue
-        volume = load_processed(data.volumes[uid])
-        centres = Windows.of(volume).centres
-        presence, _ = score_windows(model, volume.array, centres, model.config.cube, device, autocast_dtype)
+MIRROR = np.asarray(MIRROR_PERMUTATION)
+
+
+def turn(crop: torch.Tensor, points: np.ndarray, locations: np.ndarray, spacing: np.ndarray,
+         rng: np.random.Generator, symmetry_share: float = 0.0):
+    """Spatial augmentation of a cubic crop (s, s, s) and its aneurysms (k, 3 voxels of the
+    crop), moved together so that the targets stay exact: a left-right flip half the time
+    (x, array axis 2 of the canonical SPL orientation, is the patient's left-right axis: the
+    Left and Right location labels swap with it), and for a ``symmetry_share`` of the crops a
+    random rotation/reflection (a dome is a dome whichever way it points), after which the
+    location labels are unknown (-1)."""
+    size = crop.shape[-1]
+    points, locations, spacing = points.astype(float).copy(), locations.copy(), spacing.copy()
+    if rng.random() < 0.5:
+        crop = crop.flip(-1)
+        points[:, 2] = size - 1 - points[:, 2]
+        locations = np.where(locations >= 0, MIRROR[np.maximum(locations, 0)], locations)
+    if rng.random() < symmetry_share:
+        axes = rng.permutation(3)
+        flips = [a for a in range(3) if rng.random() < 0.5]
+        crop = crop.permute(*axes.tolist())
+        points, spacing = points[:, axes], spacing[axes]
+        if flips:
+            crop = crop.flip(flips)
+            points[:, flips] = size - 1 - points[:, flips]
+        locations = np.full_like(locations, -1)
+    return crop.contiguous(), points, locations, spacing
+
+
+def draw_batch(volumes: TrainingVolumes, data: CubeData, series: list[str], config: TrainConfig,
+               rng: np.random.Generator):
+    """``batch_size`` augmented crops (B, 1, s, s, s) and their targets (B, c, c, c) each:
+    presence, location (-1: none), weight. Half the crops come from series with an
+    aneurysm; of those, ``positive_crop_share`` are drawn around one of their aneurysms."""
+    positive_series = [uid for uid in series if uid in data.aneurysms]
+    crops, targets = [], []
+    for _ in range(config.batch_size):
+        pool = positive_series if positive_series and rng.random() < 0.5 else series
+        uid = pool[int(rng.integers(len(pool)))]
+        array, spacing = volumes.get(uid)
         aneurysms = data.aneurysms.get(uid, np.zeros((0, 3)))
-        if len(aneurysms):
-            distance = np.linalg.norm((centres[:, None] - aneurysms[None]) * np.asarray(volume.spacing), axis=-1)
-            keep = distance.min(axis=1) >= data.min_distance_mm
-            centres, presence = centres[keep], presence[keep]
-        order = np.argsort(-presence, kind="stable")[:per_series]
-        found[uid] = centres[order].tolist()
-    return found
+        around = len(aneurysms) and rng.random() < config.positive_crop_share
+        start = crop_start(array.shape, config.crop, aneurysms[int(rng.integers(len(aneurysms)))] if around else None,
+                           rng)
+        crop, points, locations, spacing = turn(
+            cut_crop(array, start, config.crop), aneurysms - start,
+            data.aneurysm_locations.get(uid, np.zeros(0, np.int64)), spacing, rng, config.symmetry_share)
+        crops.append(crop)
+        targets.append(heatmap_targets(points, locations, config.crop, spacing, config.positive_radius_mm,
+                                       config.ignore_radius_mm))
+    label, location, weight = (torch.stack(t) for t in zip(*targets))
+    crops = torch.stack(crops)[:, None]
+    return vary_intensity(crops, rng), label, location, weight
 
 
-def add_mined(data: CubeData, windows: dict[str, list]) -> torch.Tensor:
-    """Cut the mined windows' cubes from the cached volumes; returns their indices."""
-    cube, cubes, series = data.cubes.shape[-1], [], []
-    for uid, centres in windows.items():
-        if centres:
-            array = load_processed(data.volumes[uid]).array
-            cubes += [extract_cube(array, centre, cube).astype(CUBE_DTYPE) for centre in centres]
-            series += [uid] * len(centres)
-    if not cubes:
-        return torch.zeros(0, dtype=torch.int64)
-    return data.add_negatives(np.stack(cubes), np.array(series))
+def vary_intensity(crops: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Per crop: intensity scale (+-10 %), shift (+-0.05) and Gaussian noise (sd up to 0.02)."""
+    n = crops.shape[0]
+    scale = torch.from_numpy(1.0 + 0.2 * (rng.random(n) - 0.5)).float().view(n, 1, 1, 1, 1)
+    shift = torch.from_numpy(0.1 * (rng.random(n) - 0.5)).float().view(n, 1, 1, 1, 1)
+    sd = torch.from_numpy(0.02 * rng.random(n)).float().view(n, 1, 1, 1, 1)
+    noise = torch.randn(crops.shape, generator=torch.Generator().manual_seed(int(rng.integers(2 ** 62))))
+    return crops * scale + shift + sd * noise
 
 
 def fit_location_prior(data: CubeData, series: list[str]) -> LocationPrior | None:
@@ -283,12 +319,6 @@ def fit_location_prior(data: CubeData, series: list[str]) -> LocationPrior | Non
     if not locations:
         return None
     return LocationPrior.fit(np.concatenate(locations), np.concatenate(offsets))
-
-
-def _positive_weight(config: TrainConfig, labels: torch.Tensor) -> torch.Tensor:
-    if config.positive_weight is not None:
-        return torch.tensor(float(config.positive_weight))
-    return (len(labels) - labels.sum()) / labels.sum().clamp(min=1.0)
 
 
 # --------------------------------------------------------------------------------------
@@ -335,7 +365,7 @@ def _truncate_metrics(run: Path, epoch: int) -> None:
 
 def checkpoint_meta(config: TrainConfig, data: CubeData, epoch: int, validation_auc: float | None) -> str:
     return json.dumps({
-        "version": __version__, "model": config.model.to_dict(), "labels": list(LABEL_COLUMNS),
+        "version": __version__, "architecture": ARCHITECTURE, "model": config.model.to_dict(), "labels": list(LABEL_COLUMNS),
         "locations": list(LOCATIONS), "preprocess": data.preprocess, "dataset_manifest_sha256": data.manifest_sha256,
         "location_prior": data.location_prior.to_dict() if data.location_prior else None,
         "train_config": config.to_dict(), "epoch": epoch, "validation_auc": validation_auc,
@@ -346,6 +376,9 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[AneurysmNe
     """A trained model and its meta data, from ``best.pt`` or ``last.pt`` (weights only)."""
     checkpoint = torch.load(path, map_location=device, weights_only=True)
     meta = json.loads(checkpoint["meta"])
+    if meta.get("architecture") != ARCHITECTURE:
+        raise ValueError(f"{path} was trained by an earlier version of the model "
+                         f"({meta.get('architecture', 'cube classifier')}); train a new one.")
     model = AneurysmNet(ModelConfig(**meta["model"]))
     model.load_state_dict(checkpoint["model"])
     return model.eval(), meta
@@ -366,6 +399,9 @@ def train(
         progress: called with every record written to ``metrics.jsonl``.
     """
     run = Path(run)
+    if not resume and (config.crop % INPUT_MULTIPLE or config.crop < config.model.cube):
+        raise ValueError(f"the crop ({config.crop} voxels) must be a multiple of {INPUT_MULTIPLE} "
+                         f"and at least the cube ({config.model.cube}).")
     if resume:
         config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     elif (run / "config.json").exists():
@@ -381,17 +417,19 @@ def train(
         split = split_series(data.series, data.labels.numpy(), config.validation_share, config.seed)
         write_json(run / "config.json", config.to_dict())
         write_json(run / "split.json", split)
+    missing = [uid for uid in split["train"] if uid not in data.volumes]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} training series have no processed volume in the build's cache "
+                                f"(e.g. {missing[0]}): rebuild the dataset with `python -m pipeline build`.")
     data.location_prior = fit_location_prior(data, split["train"])
-    in_train = np.isin(data.series, split["train"])
-    train_index = torch.from_numpy(np.flatnonzero(in_train))
-    validation_index = torch.from_numpy(np.flatnonzero(~in_train & np.isin(data.series, split["validation"])))
+    volumes = TrainingVolumes({uid: data.volumes[uid] for uid in split["train"]})
+    validation_index = torch.from_numpy(np.flatnonzero(np.isin(data.series, split["validation"])))
 
     torch.manual_seed(config.seed)
     model = AneurysmNet(config.model).to(device).to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(train_index) / config.batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate,
-                                                    total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
+                                                    total_steps=config.epochs * config.steps_per_epoch, pct_start=0.15)
     first_epoch, best_auc = 1, -1.0
     if resume and (run / "last.pt").is_file():
         state = torch.load(run / "last.pt", map_location=device, weights_only=True)
@@ -403,11 +441,6 @@ def train(
     elif resume:
         _truncate_metrics(run, 0)
 
-    mined = {"rounds": []}
-    if resume and (run / MINED).is_file():  # the rounds the checkpoint has seen come back; later ones are redone
-        mined["rounds"] = [r for r in json.loads((run / MINED).read_text())["rounds"] if r["epoch"] < first_epoch]
-        for round_ in mined["rounds"]:
-            train_index = torch.cat([train_index, add_mined(data, round_["windows"])])
     (run / STOP_FILE).unlink(missing_ok=True)
     status = {"state": "running", "pid": os.getpid(), "epoch": first_epoch - 1, "epochs": config.epochs,
               "device": device.type, "precision": str(autocast_dtype or "fp32"), "started": time.time()}
@@ -416,21 +449,14 @@ def train(
     record: dict = {}
     try:
         for epoch in range(first_epoch, config.epochs + 1):
-            done = {r["epoch"] for r in mined["rounds"]}
-            for due in [e for e in mining_epochs(config) if e < epoch and e not in done]:
-                train_index = torch.cat([train_index, _mining_round(run, config, data, model, split, mined, due, device,
-                                                                    autocast_dtype, progress)])
-            record = _epoch(run, epoch, config, data, model, optimizer, scheduler, train_index, steps_per_epoch,
+            record = _epoch(run, epoch, config, data, volumes, split["train"], model, optimizer, scheduler,
                             validation_index, device, autocast_dtype, progress)
             if record is None:  # stopped in the middle of the epoch: it does not count
                 status.update(state="stopped")
                 break
-            # Cube-level validation does not see the false positives that mining removes, so
-            # epochs before the last mining round never count as the best; without a validation
-            # AUC, the latest epoch is kept.
-            settled = epoch > max(mining_epochs(config), default=0)
-            improved = settled and record["validation_auc"] is not None and record["validation_auc"] > best_auc
-            if improved or not (run / "best.pt").is_file() or (settled and best_auc < 0):
+            # Without a validation AUC, the latest epoch is kept.
+            improved = record["validation_auc"] is not None and record["validation_auc"] > best_auc
+            if improved or best_auc < 0:
                 best_auc = record["validation_auc"] if improved else best_auc
                 _save(run / "best.pt", {"model": model.state_dict(),
                                         "meta": checkpoint_meta(config, data, epoch, best_auc)})
@@ -455,45 +481,30 @@ def train(
     return record
 
 
-def _mining_round(run, config, data, model, split, mined, epoch, device, autocast_dtype, progress) -> torch.Tensor:
-    """Mine the training series after ``epoch``, record the windows (``mined.json``) and add their cubes."""
-    start = time.perf_counter()
-    windows = mine_windows(model, data, split["train"], config.mined_per_series, device, autocast_dtype)
-    mined["rounds"].append({"epoch": epoch, "windows": windows})
-    write_json(run / MINED, mined)
-    added = add_mined(data, windows)
-    record = {"kind": "mining", "epoch": epoch, "series": len(windows), "cubes": len(added),
-              "seconds": time.perf_counter() - start}
-    _log(run, record)
-    if progress:
-        progress(record)
-    return added
-
-
-def _epoch(run, epoch, config, data, model, optimizer, scheduler, train_index, steps_per_epoch, validation_index,
-           device, autocast_dtype, progress) -> dict | None:
-    """One epoch (``steps_per_epoch`` batches drawn from the training cubes, which mining
-    enlarges) then validation; None if a STOP file interrupted it."""
-    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-    order = train_index[torch.randperm(len(train_index), generator=generator)][: steps_per_epoch * config.batch_size]
-    positive_weight = _positive_weight(config, data.labels[train_index])
+def _epoch(run, epoch, config, data, volumes, series, model, optimizer, scheduler, validation_index, device,
+           autocast_dtype, progress) -> dict | None:
+    """One epoch (``steps_per_epoch`` batches of crops, drawn from a generator seeded by the
+    epoch so that a resumed run draws the same ones) then validation; None if a STOP file
+    interrupted it."""
+    rng = np.random.default_rng([config.seed, epoch])
     model.train()
+    cube_voxels = config.model.cube ** 3
     start, seen, losses = time.perf_counter(), 0, []
-    for step, batch in enumerate(order.split(config.batch_size), start=1):
-        cubes, locations = augment(data.cubes[batch].float(), data.locations[batch], generator, config.max_shift,
-                                     config.symmetry_share)
-        loss = _loss(model, cubes.to(device).contiguous(memory_format=torch.channels_last_3d), data.labels[batch].to(device),
-                     locations.to(device), positive_weight.to(device), config.location_weight, autocast_dtype, device)
+    for step in range(1, config.steps_per_epoch + 1):
+        crops, label, location, weight = draw_batch(volumes, data, series, config, rng)
+        loss = heatmap_loss(model, crops.to(device).contiguous(memory_format=torch.channels_last_3d), label.to(device),
+                            location.to(device), weight.to(device), config, autocast_dtype, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        seen += len(batch)
+        seen += len(crops)
         losses.append(loss.item())
         if step % STEP_LOG_EVERY == 0:
-            line = {"kind": "step", "epoch": epoch, "step": (epoch - 1) * steps_per_epoch + step,
+            rate = seen / (time.perf_counter() - start)
+            line = {"kind": "step", "epoch": epoch, "step": (epoch - 1) * config.steps_per_epoch + step,
                     "loss": float(np.mean(losses[-STEP_LOG_EVERY:])), "learning_rate": scheduler.get_last_lr()[0],
-                    "cubes_per_second": seen / (time.perf_counter() - start)}
+                    "crops_per_second": rate, "cubes_per_second": rate * config.crop ** 3 / cube_voxels}
             _log(run, line)
             if progress:
                 progress(line)
@@ -501,19 +512,31 @@ def _epoch(run, epoch, config, data, model, optimizer, scheduler, train_index, s
             return None
     train_seconds = time.perf_counter() - start
     evaluation = evaluate_cubes(model, data, validation_index, device, autocast_dtype)
+    rate = seen / max(train_seconds, 1e-9)
     return {"kind": "epoch", "epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
-            "learning_rate": scheduler.get_last_lr()[0], "cubes_per_second": seen / max(train_seconds, 1e-9),
-            "seconds": train_seconds, **evaluation}
+            "learning_rate": scheduler.get_last_lr()[0], "crops_per_second": rate,
+            "cubes_per_second": rate * config.crop ** 3 / cube_voxels, "seconds": train_seconds, **evaluation}
 
 
-def _loss(model, cubes, labels, locations, positive_weight, location_weight, autocast_dtype, device):
+def heatmap_loss(model, crops, label, location, weight, config: TrainConfig, autocast_dtype, device) -> torch.Tensor:
+    """Presence: mean over positive cells + mean over negative cells + ``hard_negative_weight``
+    x mean over the ``hard_negatives`` worst negative cells; location: cross-entropy over the
+    positive cells with a known location, x ``location_weight``. Ignored cells count nowhere."""
     with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-        output = model(cubes)
-    presence = F.binary_cross_entropy_with_logits(output["presence"].float(), labels, pos_weight=positive_weight)
-    positive = locations >= 0
+        output = model.dense(crops)
+    losses = F.binary_cross_entropy_with_logits(output["presence"].float(), label, reduction="none")
+    positive, negative = (label > 0) & (weight > 0), (label == 0) & (weight > 0)
+    negatives = losses[negative]
+    loss = negatives.mean() if len(negatives) else losses.sum() * 0
+    if len(negatives) and config.hard_negatives > 0:
+        loss = loss + config.hard_negative_weight * negatives.topk(min(len(negatives), config.hard_negatives)).values.mean()
     if positive.any():
-        presence = presence + location_weight * F.cross_entropy(output["location"].float()[positive], locations[positive])
-    return presence
+        loss = loss + losses[positive].mean()
+    known = positive & (location >= 0)
+    if known.any():
+        logits = output["location"].float().permute(0, 2, 3, 4, 1)[known]
+        loss = loss + config.location_weight * F.cross_entropy(logits, location[known])
+    return loss
 
 
 @torch.no_grad()

@@ -1,25 +1,52 @@
-"""The cube model: shapes, size, and what the two heads return."""
+"""The model: heatmap shapes and alignment, size, and what a cube's score is."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from pipeline.model import AneurysmNet, ModelConfig, model_size
+from pipeline.model import OUTPUT_STRIDE, AneurysmNet, ModelConfig, model_size
 
 
-def test_heads_and_shapes():
+def test_cube_scores_and_shapes():
     model = AneurysmNet().eval()
     with torch.no_grad():
         output = model(torch.rand(3, 1, 48, 48, 48))
     assert output["presence"].shape == (3,) and output["location"].shape == (3, 13)
 
 
+def test_heatmap_covers_any_multiple_of_16_at_stride_4():
+    model = AneurysmNet().eval()
+    with torch.no_grad():
+        maps = model.dense(torch.rand(1, 1, 64, 96, 80))
+    assert maps["presence"].shape == (1, 16, 24, 20)
+    assert maps["location"].shape == (1, 13, 16, 24, 20)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        model.dense(torch.rand(1, 1, 50, 64, 64))
+
+
+def test_heatmap_cell_is_centred_on_its_voxel():
+    """A bright point moves the peak of the untrained network's response to the cell over it:
+    cell i is centred on voxel 4 i (the convention inference and training rely on)."""
+    torch.manual_seed(0)
+    model = AneurysmNet().eval()
+    moved = []
+    for voxel in (24, 40):
+        volume = torch.zeros(1, 1, 64, 64, 64)
+        volume[0, 0, 32, 32, voxel] = 1.0
+        with torch.no_grad():
+            base = model.dense(torch.zeros_like(volume))["presence"]
+            change = (model.dense(volume)["presence"] - base).abs()[0, 8, 8]
+        moved.append(int(change.argmax()))
+    assert moved[1] - moved[0] == (40 - 24) // OUTPUT_STRIDE
+
+
 def test_documented_size():
     size = model_size(AneurysmNet())
-    assert size["parameters"] == 899_166
-    assert size["macs_per_cube"] == 324_036_352
+    assert size["parameters"] == 932_798
+    assert size["macs_per_cube"] == 374_906_880
     bigger = model_size(AneurysmNet(ModelConfig(width=32, blocks=2)))
-    assert bigger["parameters"] > 8 * size["parameters"]
+    assert bigger["parameters"] > 4 * size["parameters"]
 
 
 def test_other_cube_sizes_work():

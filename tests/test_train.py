@@ -1,4 +1,4 @@
-"""Training runs: series split, augmentation with label swap, checkpoints, resume, stop."""
+"""Training runs: series split, heatmap targets, augmentation with label swap, checkpoints, resume, stop."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ import pytest
 import torch
 
 from pipeline.labels import LOCATIONS
-from pipeline.train import MINED, STATUS, STOP_FILE, TrainConfig, augment, load_cubes, load_model, mining_epochs, \
-    read_metrics, resolve_datasets, split_series, train
+from pipeline.train import STATUS, STOP_FILE, TrainConfig, crop_start, cut_crop, heatmap_targets, \
+    load_model, read_metrics, resolve_datasets, split_series, train, turn
+
+LEFT_MCA = LOCATIONS.index("Left Middle Cerebral Artery")
+RIGHT_MCA = LOCATIONS.index("Right Middle Cerebral Artery")
 
 
 @pytest.fixture(scope="module")
 def config(built):
     _, out, _, _ = built
-    return TrainConfig(datasets=resolve_datasets([out]), epochs=2, batch_size=16)
+    return TrainConfig(datasets=resolve_datasets([out]), epochs=2, steps_per_epoch=5, crop=64)
 
 
 def test_split_is_by_series_and_keeps_both_classes():
@@ -30,34 +33,61 @@ def test_split_is_by_series_and_keeps_both_classes():
     assert split == split_series(series, labels, 0.25, seed=0)
 
 
-def test_left_right_flip_swaps_the_lateral_labels():
-    cubes = torch.zeros(64, 1, 8, 8, 8)
-    cubes[:, :, :, :, 0] = 1.0  # a marker on the low-x (patient's right) face
-    left_mca = LOCATIONS.index("Left Middle Cerebral Artery")
-    basilar = LOCATIONS.index("Basilar Tip")
-    locations = torch.tensor([left_mca, basilar, -1, left_mca] * 16)
-    out, new = augment(cubes, locations, torch.Generator().manual_seed(0), max_shift=0)
-    flipped = out[:, 0, 4, 4, -1] > out[:, 0, 4, 4, 0]  # marker moved to the high-x face
-    assert 0 < flipped.sum() < 64
-    for i in range(64):
-        if locations[i] == left_mca:
-            expected = LOCATIONS.index("Right Middle Cerebral Artery") if flipped[i] else left_mca
-            assert new[i] == expected
+def test_heatmap_targets_are_spheres_around_the_localizer_with_an_ignored_ring():
+    point = np.array([[30.0, 34.0, 21.0]])
+    label, location, weight = heatmap_targets(point, np.array([LEFT_MCA]), 64, np.array([0.8, 0.8, 0.8]), 4.0, 10.0)
+    assert label.shape == location.shape == weight.shape == (16, 16, 16)
+    centres = np.stack(np.meshgrid(*[np.arange(16)] * 3, indexing="ij"), axis=-1) * 4
+    distance = np.linalg.norm((centres - point) * 0.8, axis=-1)
+    assert (label.numpy() == (distance <= 4.0)).all() and label.sum() > 0
+    assert (location.numpy()[label.numpy() > 0] == LEFT_MCA).all() and (location.numpy()[label.numpy() == 0] == -1).all()
+    assert (weight.numpy() == ~((distance > 4.0) & (distance <= 10.0))).all()
+
+
+def _marked_crop(point):
+    crop = torch.zeros(64, 64, 64)
+    crop[tuple(int(v) for v in point)] = 1.0
+    return crop
+
+
+def test_left_right_flip_moves_the_aneurysm_with_the_image_and_swaps_the_label():
+    point = np.array([[20.0, 30.0, 10.0]])
+    flipped = 0
+    for seed in range(12):
+        crop, points, locations, _ = turn(_marked_crop(point[0]), point, np.array([LEFT_MCA]), np.full(3, 0.8),
+                                          np.random.default_rng(seed))
+        assert crop[tuple(int(v) for v in points[0])] == 1.0  # the target follows the image exactly
+        if points[0, 2] != 10.0:
+            flipped += 1
+            assert points[0, 2] == 53.0 and locations[0] == RIGHT_MCA
         else:
-            assert new[i] == locations[i]  # midline and negatives unchanged
+            assert locations[0] == LEFT_MCA
+    assert 0 < flipped < 12
 
 
-def test_rotated_cubes_keep_their_content_and_lose_their_location():
-    cubes = torch.rand(32, 1, 8, 8, 8)
-    cubes[:, :, 0, 0, :] = 2.0  # an asymmetric marker: a bright edge along x
-    locations = torch.full((32,), LOCATIONS.index("Basilar Tip"))
-    out, new = augment(cubes, locations, torch.Generator().manual_seed(0), max_shift=0, symmetry_share=1.0)
-    assert (new == -1).all()  # which artery is unknown once the cube has been turned
+def test_rotated_crops_keep_their_aneurysm_under_the_target_and_lose_the_location():
+    point = np.array([[20.0, 30.0, 10.0]])
     moved = 0
-    for before, after in zip(cubes, out):
-        assert np.corrcoef(np.sort(before.ravel().numpy()), np.sort(after.ravel().numpy()))[0, 1] > 0.99
-        moved += not bool((after[0, 0, 0, :] > after.mean() + 0.5).all())
-    assert moved > 8  # the edge points another way in most cubes
+    for seed in range(12):
+        crop, points, locations, _ = turn(_marked_crop(point[0]), point, np.array([LEFT_MCA]), np.full(3, 0.8),
+                                          np.random.default_rng(seed), symmetry_share=1.0)
+        assert crop[tuple(int(v) for v in points[0])] == 1.0
+        assert locations[0] == -1  # which artery is unknown once the crop has been turned
+        moved += sorted(points[0].tolist()) != [10.0, 20.0, 30.0] or points[0].tolist() != [20.0, 30.0, 10.0]
+    assert moved > 6
+
+
+def test_crops_around_an_aneurysm_hold_it_and_small_volumes_are_padded():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        start = crop_start((100, 120, 90), 64, np.array([50.0, 7.0, 85.0]), rng)
+        assert ((start >= 0) & (start + 64 <= np.array([100, 120, 90]))).all()
+        inside = np.array([50.0, 7.0, 85.0]) - start
+        assert ((inside >= 0) & (inside < 64)).all()
+    array = torch.ones(40, 70, 70, dtype=torch.float16)
+    crop = cut_crop(array, crop_start(array.shape, 64, None, rng), 64)
+    assert crop.shape == (64, 64, 64) and crop.dtype == torch.float32
+    assert crop[:40].min() == 1.0 and crop[40:].max() == 0.0  # the builder's fill beyond the volume
 
 
 def test_a_run_writes_its_folder_and_loadable_checkpoints(config, tmp_path):
@@ -78,25 +108,16 @@ def test_a_run_writes_its_folder_and_loadable_checkpoints(config, tmp_path):
         train(config, run)
 
 
-def test_hard_negative_mining_adds_windows_of_training_series_far_from_aneurysms(config, tmp_path):
+def test_a_run_fits_its_location_prior_and_refuses_a_bad_crop(config, tmp_path):
     run = tmp_path / "run"
-    train(config, run)  # two epochs: one mining round after the first
-    split = json.loads((run / "split.json").read_text())
-    rounds = json.loads((run / MINED).read_text())["rounds"]
-    assert [r["epoch"] for r in rounds] == mining_epochs(config) == [1]
-    windows = rounds[0]["windows"]
-    assert set(windows) <= set(split["train"]) and windows  # never a validation series
-    data = load_cubes(config.datasets)
-    for uid, centres in windows.items():
-        assert 0 < len(centres) <= config.mined_per_series
-        for aneurysm in data.aneurysms.get(uid, []):
-            distance = np.linalg.norm((np.array(centres) - aneurysm) * 0.8, axis=1)
-            assert distance.min() >= data.min_distance_mm
-    mining = [m for m in read_metrics(run) if m["kind"] == "mining"]
-    assert mining[0]["cubes"] == sum(len(c) for c in windows.values())
+    train(config, run)
     _, meta = load_model(run / "best.pt")
-    assert meta["epoch"] == 2  # chosen only after the last mining round
     assert meta["location_prior"]["samples"] > 0  # fitted on the training series' aneurysms
+    assert meta["train_config"]["crop"] == 64
+    steps = [m for m in read_metrics(run) if m["kind"] == "step"]
+    assert steps and all(m["crops_per_second"] > 0 for m in steps)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        train(TrainConfig(datasets=config.datasets, crop=70), tmp_path / "bad")
 
 
 def test_resume_continues_from_the_last_checkpoint_like_an_uninterrupted_run(config, tmp_path):
@@ -122,7 +143,8 @@ def test_a_stop_file_ends_the_run_cleanly(config, tmp_path):
     run = tmp_path / "run"
 
     def stop(record):
-        (run / STOP_FILE).touch()
+        if record["kind"] == "epoch":  # asked to stop while the second epoch runs
+            (run / STOP_FILE).touch()
 
     train(config, run, progress=stop)
     status = json.loads((run / STATUS).read_text())
