@@ -107,7 +107,8 @@ class TrainConfig:
 
 @dataclass
 class CubeData:
-    """All cubes of the chosen datasets, in memory (float16)."""
+    """The validation cubes of the chosen datasets in memory (float16), and where every
+    series' aneurysms and processed volume are."""
 
     cubes: torch.Tensor  # (N, 1, s, s, s) float16
     labels: torch.Tensor  # (N,) float32
@@ -140,13 +141,28 @@ def resolve_datasets(paths) -> tuple[str, ...]:
     return tuple(files)
 
 
-def load_cubes(files: tuple[str, ...]) -> CubeData:
-    parts = {key: [] for key in ("cubes", "labels", "positions", "patient_ids", "centres_voxel", "kinds")}
-    manifests = set()
+def series_labels(files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Series and label of every cube of the datasets (what the split needs), without the cubes."""
+    series, labels = [], []
+    for file in files:
+        with np.load(file, allow_pickle=False) as data:
+            series.append(data["patient_ids"])
+            labels.append(data["labels"])
+    return np.concatenate(series), np.concatenate(labels)
+
+
+def load_cubes(files: tuple[str, ...], keep: set[str] | None = None) -> CubeData:
+    """The cubes of the series in ``keep`` (all when None) with their labels, and for every
+    series of the datasets its aneurysm positions and cached processed volume. Training
+    draws from the volumes, so only the validation series' cubes need memory."""
+    parts = {key: [] for key in ("labels", "positions", "patient_ids", "centres_voxel", "kinds")}
+    cube_parts, manifests = [], set()
     for file in files:
         with np.load(file, allow_pickle=False) as data:
             for key in parts:
                 parts[key].append(data[key])
+            wanted = slice(None) if keep is None else np.isin(data["patient_ids"], sorted(keep))
+            cube_parts.append(data["cubes"][wanted])
         manifests.add(Path(file).parent / MANIFEST_NAME)
     preprocess, digest, volumes = {}, hashlib.sha256(), {}
     for manifest in sorted(manifests):
@@ -162,9 +178,10 @@ def load_cubes(files: tuple[str, ...]) -> CubeData:
     locations = np.where(labels > 0, positions.argmax(axis=1), -1)
     series, kinds, centres = (np.concatenate(parts[k]) for k in ("patient_ids", "kinds", "centres_voxel"))
     first = {uid: (series == uid) & (kinds == "positive") for uid in np.unique(series[kinds == "positive"])}
-    cubes = torch.from_numpy(np.concatenate(parts["cubes"]))[:, None]
-    return CubeData(cubes, torch.from_numpy(labels), torch.from_numpy(locations.astype(np.int64)), series, preprocess,
-                    digest.hexdigest(), {uid: centres[m] for uid, m in first.items()},
+    kept = np.ones(len(series), bool) if keep is None else np.isin(series, sorted(keep))
+    cubes = torch.from_numpy(np.concatenate(cube_parts))[:, None]
+    return CubeData(cubes, torch.from_numpy(labels[kept]), torch.from_numpy(locations[kept].astype(np.int64)),
+                    series[kept], preprocess, digest.hexdigest(), {uid: centres[m] for uid, m in first.items()},
                     {uid: locations[m] for uid, m in first.items()}, volumes)
 
 
@@ -409,21 +426,20 @@ def train(
     run.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
     device, autocast_dtype = _device_and_precision(config.precision)
-    data = load_cubes(config.datasets)
-
     if resume:
         split = json.loads((run / "split.json").read_text())
     else:
-        split = split_series(data.series, data.labels.numpy(), config.validation_share, config.seed)
+        split = split_series(*series_labels(config.datasets), config.validation_share, config.seed)
         write_json(run / "config.json", config.to_dict())
         write_json(run / "split.json", split)
+    data = load_cubes(config.datasets, keep=set(split["validation"]))
     missing = [uid for uid in split["train"] if uid not in data.volumes]
     if missing:
         raise FileNotFoundError(f"{len(missing)} training series have no processed volume in the build's cache "
                                 f"(e.g. {missing[0]}): rebuild the dataset with `python -m pipeline build`.")
     data.location_prior = fit_location_prior(data, split["train"])
     volumes = TrainingVolumes({uid: data.volumes[uid] for uid in split["train"]})
-    validation_index = torch.from_numpy(np.flatnonzero(np.isin(data.series, split["validation"])))
+    validation_index = torch.arange(len(data.labels))
 
     torch.manual_seed(config.seed)
     model = AneurysmNet(config.model).to(device).to(memory_format=torch.channels_last_3d)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pipeline.labels import LOCATIONS
-from pipeline.train import STATUS, STOP_FILE, TrainConfig, crop_start, cut_crop, heatmap_targets, \
-    load_model, read_metrics, resolve_datasets, split_series, train, turn
+from pipeline.train import STATUS, STOP_FILE, TrainConfig, crop_start, cut_crop, heatmap_targets, load_cubes, \
+    load_model, series_labels, read_metrics, resolve_datasets, split_series, train, turn
 
 LEFT_MCA = LOCATIONS.index("Left Middle Cerebral Artery")
 RIGHT_MCA = LOCATIONS.index("Right Middle Cerebral Artery")
@@ -88,6 +88,17 @@ def test_crops_around_an_aneurysm_hold_it_and_small_volumes_are_padded():
     crop = cut_crop(array, crop_start(array.shape, 64, None, rng), 64)
     assert crop.shape == (64, 64, 64) and crop.dtype == torch.float32
     assert crop[:40].min() == 1.0 and crop[40:].max() == 0.0  # the builder's fill beyond the volume
+
+
+def test_only_the_kept_series_cubes_are_loaded_but_every_series_aneurysms_are(config):
+    series, labels = series_labels(config.datasets)
+    everything = load_cubes(config.datasets)
+    assert len(everything.labels) == len(series) and (everything.labels.numpy() == labels).all()
+    one = sorted(everything.aneurysms)[0]
+    kept = load_cubes(config.datasets, keep={one})
+    assert set(kept.series) == {one} and len(kept.cubes) == len(kept.labels) == (series == one).sum()
+    assert kept.aneurysms.keys() == everything.aneurysms.keys()  # positions of all series, for training
+    assert kept.volumes == everything.volumes
 
 
 def test_a_run_writes_its_folder_and_loadable_checkpoints(config, tmp_path):
