@@ -42,10 +42,10 @@ from pipeline.errors import IngestError
 from pipeline.locate import LocationPrior, head_centre
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MIRROR_PERMUTATION
 from pipeline.preprocess import PreprocessConfig, preprocess
-from pipeline.model import CENTRE_REACH, OUTPUT_STRIDE
+from pipeline.model import CENTRE_REACH, INPUT_MULTIPLE, OUTPUT_STRIDE
 from pipeline.volume import Volume
 
-STRIDE = 16  # total stride of the network: one window every 16 voxels
+STRIDE = INPUT_MULTIPLE  # one window per encoder cell (16 voxels); padding to windows also fits the encoder
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "demo" / "best.pt"
 MAX_ZIP_BYTES = 4 << 30  # decompressed
 MAX_ZIP_FILES = 20_000

@@ -206,7 +206,7 @@ class TrainingVolumes:
     kept (least recently used dropped first) while they fit in ``budget_bytes``."""
 
     def __init__(self, paths: dict[str, Path], budget_bytes: int = 4 << 30):
-        self.paths, self.budget = paths, budget_bytes
+        self.paths, self.budget, self.held = paths, budget_bytes, 0
         self._kept: OrderedDict[str, tuple[torch.Tensor, np.ndarray]] = OrderedDict()
 
     def get(self, uid: str) -> tuple[torch.Tensor, np.ndarray]:
@@ -217,8 +217,9 @@ class TrainingVolumes:
         volume = load_processed(self.paths[uid])
         value = (torch.from_numpy(np.asarray(volume.array, dtype=np.float16)), np.asarray(volume.spacing, dtype=float))
         self._kept[uid] = value
-        while len(self._kept) > 1 and sum(v[0].numel() * 2 for v in self._kept.values()) > self.budget:
-            self._kept.popitem(last=False)
+        self.held += value[0].nbytes
+        while len(self._kept) > 1 and self.held > self.budget:
+            self.held -= self._kept.popitem(last=False)[1][0].nbytes
         return value
 
 
@@ -287,12 +288,11 @@ def turn(crop: torch.Tensor, points: np.ndarray, locations: np.ndarray, spacing:
     return crop.contiguous(), points, locations, spacing
 
 
-def draw_batch(volumes: TrainingVolumes, data: CubeData, series: list[str], config: TrainConfig,
-               rng: np.random.Generator):
+def draw_batch(volumes: TrainingVolumes, data: CubeData, series: list[str], positive_series: list[str],
+               config: TrainConfig, rng: np.random.Generator):
     """``batch_size`` augmented crops (B, 1, s, s, s) and their targets (B, c, c, c) each:
     presence, location (-1: none), weight. Half the crops come from series with an
     aneurysm; of those, ``positive_crop_share`` are drawn around one of their aneurysms."""
-    positive_series = [uid for uid in series if uid in data.aneurysms]
     crops, targets = [], []
     for _ in range(config.batch_size):
         pool = positive_series if positive_series and rng.random() < 0.5 else series
@@ -503,11 +503,12 @@ def _epoch(run, epoch, config, data, volumes, series, model, optimizer, schedule
     epoch so that a resumed run draws the same ones) then validation; None if a STOP file
     interrupted it."""
     rng = np.random.default_rng([config.seed, epoch])
+    positive_series = [uid for uid in series if uid in data.aneurysms]
     model.train()
-    cube_voxels = config.model.cube ** 3
+    equivalents = config.crop ** 3 / config.model.cube ** 3  # 48-voxel cubes per crop, by voxels
     start, seen, losses = time.perf_counter(), 0, []
     for step in range(1, config.steps_per_epoch + 1):
-        crops, label, location, weight = draw_batch(volumes, data, series, config, rng)
+        crops, label, location, weight = draw_batch(volumes, data, series, positive_series, config, rng)
         loss = heatmap_loss(model, crops.to(device).contiguous(memory_format=torch.channels_last_3d), label.to(device),
                             location.to(device), weight.to(device), config, autocast_dtype, device)
         optimizer.zero_grad(set_to_none=True)
@@ -520,7 +521,7 @@ def _epoch(run, epoch, config, data, volumes, series, model, optimizer, schedule
             rate = seen / (time.perf_counter() - start)
             line = {"kind": "step", "epoch": epoch, "step": (epoch - 1) * config.steps_per_epoch + step,
                     "loss": float(np.mean(losses[-STEP_LOG_EVERY:])), "learning_rate": scheduler.get_last_lr()[0],
-                    "crops_per_second": rate, "cubes_per_second": rate * config.crop ** 3 / cube_voxels}
+                    "crops_per_second": rate, "cubes_per_second": rate * equivalents}
             _log(run, line)
             if progress:
                 progress(line)
@@ -531,7 +532,7 @@ def _epoch(run, epoch, config, data, volumes, series, model, optimizer, schedule
     rate = seen / max(train_seconds, 1e-9)
     return {"kind": "epoch", "epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
             "learning_rate": scheduler.get_last_lr()[0], "crops_per_second": rate,
-            "cubes_per_second": rate * config.crop ** 3 / cube_voxels, "seconds": train_seconds, **evaluation}
+            "cubes_per_second": rate * equivalents, "seconds": train_seconds, **evaluation}
 
 
 def heatmap_loss(model, crops, label, location, weight, config: TrainConfig, autocast_dtype, device) -> torch.Tensor:
