@@ -34,7 +34,12 @@ def screenshot(url: str, out: str, width: int = 1400, height: int = 900, click: 
         page.wait_for_function(
             "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
         )
-        page.wait_for_timeout(2000 if click else 1000)  # plotly draws after the script ends
+        # plotly draws after the script ends: wait until every chart has its SVG
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
+            ".every(chart => chart.querySelector('.main-svg'))", timeout=60_000
+        )
+        page.wait_for_timeout(1000)
         page.screenshot(path=out, full_page=True)
         browser.close()
 
