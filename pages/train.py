@@ -50,10 +50,22 @@ def curves(records: list[dict]) -> None:
     if len(steps):
         figure = px.line(steps, x="step", y="loss", title="Training loss", color_discrete_sequence=[MUTED])
         left.plotly_chart(style(figure), width="stretch")
-    if len(epochs) and epochs["validation_auc"].notna().any():
-        figure = px.line(epochs, x="epoch", y="validation_auc", markers=True, title="Validation AUC (cubes)",
-                         color_discrete_sequence=[ACCENT], range_y=[0, 1], labels={"validation_auc": "AUC"})
+    names = {"validation_auc": "Cube AUC", "series_score": "Held-out series score"}
+    measured = [c for c in names if c in epochs and epochs[c].notna().any()]
+    if len(epochs) and measured:
+        long = epochs.melt(id_vars="epoch", value_vars=measured, var_name="measure", value_name="value").dropna()
+        long["measure"] = long["measure"].map(names)
+        figure = px.line(long, x="epoch", y="value", color="measure", markers=True, title="Validation",
+                         color_discrete_sequence=[MUTED, ACCENT], range_y=[0, 1], labels={"value": "", "measure": ""})
         right.plotly_chart(style(figure), width="stretch")
+
+
+def best_validation(epochs: list[dict]) -> tuple[str, float | None]:
+    """The best held-out series score of a run's epochs, or its best cube AUC before any."""
+    series = [r["series_score"] for r in epochs if r.get("series_score") is not None]
+    if series:
+        return "Best held-out series score", max(series)
+    return "Best cube AUC", max((r["validation_auc"] for r in epochs if r["validation_auc"] is not None), default=None)
 
 
 def follow(run) -> None:
@@ -63,8 +75,10 @@ def follow(run) -> None:
     columns = st.columns(4)
     columns[0].metric("State", state.get("state", "?"))
     columns[1].metric("Epoch", f"{state.get('epoch', 0)} / {state.get('epochs', '?')}")
-    best = max((r["validation_auc"] for r in epochs if r["validation_auc"] is not None), default=None)
-    columns[2].metric("Best validation AUC", "–" if best is None else f"{best:.3f}")
+    label, best = best_validation(epochs)
+    columns[2].metric(label, "–" if best is None else f"{best:.3f}",
+                      help="The held-out series scored whole with the RSNA metric (the last epochs of a run; "
+                           "best.pt is the best of them), else the cube-level AUC of the held-out cubes.")
     rate = next((r["cubes_per_second"] for r in reversed(records) if "cubes_per_second" in r), None)
     columns[3].metric("Cubes / s", "–" if rate is None else f"{rate:.0f}",
                       help="Training throughput in 48-voxel cube equivalents: the voxels of the training crops "
@@ -118,7 +132,7 @@ def comparison(all_runs) -> None:
         evaluation_path = run / "evaluation.json"
         final = json.loads(evaluation_path.read_text())["final_score"] if evaluation_path.is_file() else None
         rows.append({"Run": run.name, "State": run_control.status(run).get("state"), "Epochs": len(epochs),
-                     "Best validation AUC": max((r["validation_auc"] or 0 for r in epochs), default=None),
+                     "Best validation": best_validation(epochs)[1],
                      "Final score": final})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 

@@ -159,9 +159,11 @@ def _train(args: argparse.Namespace) -> int:
 
     def progress(record: dict) -> None:
         if record["kind"] == "epoch":
-            auc = record["validation_auc"]
-            print(f"epoch {record['epoch']:3d}  loss {record['train_loss']:.3f}  validation AUC "
-                  f"{'n/a' if auc is None else f'{auc:.3f}'}  {record['cubes_per_second']:.0f} cubes/s", flush=True)
+            auc, score = record["validation_auc"], record.get("series_score")
+            print(f"epoch {record['epoch']:3d}  loss {record['train_loss']:.3f}  cube AUC "
+                  f"{'n/a' if auc is None else f'{auc:.3f}'}"
+                  f"{'' if score is None else f'  held-out series score {score:.3f}'}"
+                  f"  {record['cubes_per_second']:.0f} cubes/s", flush=True)
 
     try:
         train(config, run, resume=args.resume, progress=progress)
@@ -199,11 +201,16 @@ def _predict(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from pipeline.evaluate import evaluate_run
 
-    result = evaluate_run(args.run, _data_root(args.data), flip=args.flip,
-                          progress=lambda done, total: _progress_bar(done, total, "held-out series"))
+    what = "test-set series" if args.test_set else "held-out series"
+    try:
+        result = evaluate_run(args.run, args.test_set or _data_root(args.data), flip=args.flip, test_set=bool(args.test_set),
+                              progress=lambda done, total: _progress_bar(done, total, what))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(file=sys.stderr)
     score = result["final_score"]
-    print(f"held-out series: {result['series']}; final score {'undefined' if score is None else f'{score:.4f}'}; "
+    print(f"{what}: {result['series']}; final score {'undefined' if score is None else f'{score:.4f}'}; "
           f"Aneurysm Present AUC {result['aneurysm_present_auc']}; mean location AUC {result['location_auc_mean']} "
           f"({result['locations_defined']} of 13 locations defined)")
     return 0
@@ -226,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo-data", help="write the synthetic demo dataset (RSNA layout)")
     demo.add_argument("--out", help="destination folder, must not exist or be empty (default: data/demo)")
-    demo.add_argument("--series", type=int, default=60, help="number of series (default 60)")
+    demo.add_argument("--series", type=int, default=200, help="number of series (default 200)")
     demo.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     demo.add_argument("--workers", type=int, default=None, help="processes (default: cores, at most 4)")
     demo.set_defaults(handler=_demo_data)
@@ -254,9 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--steps", type=int, default=86, help="steps per epoch (default 86)")
-    train.add_argument("--batch", type=int, default=2, help="crops per step (default 2)")
-    train.add_argument("--crop", type=int, default=96, help="voxels per side of a training crop, a multiple of 16 "
-                                                            "(default 96)")
+    train.add_argument("--batch", type=int, default=14, help="crops per step (default 14)")
+    train.add_argument("--crop", type=int, default=48, help="voxels per side of a training crop, a multiple of 16 "
+                                                            "(default 48)")
     train.add_argument("--lr", type=float, default=2e-3)
     train.add_argument("--width", type=int, default=16, help="channels of the first stage (default 16)")
     train.add_argument("--blocks", type=int, default=1, help="residual blocks per stage (default 1)")
@@ -276,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--run", required=True)
     evaluate.add_argument("--data", help="data folder (default: ANEURYSM_DATA, else the demo data)")
     evaluate.add_argument("--flip", action="store_true")
+    evaluate.add_argument("--test-set", metavar="DIR",
+                          help="score every series of another dataset the run never saw (writes test_evaluation.json)")
     evaluate.set_defaults(handler=_evaluate)
     return parser
 

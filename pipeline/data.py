@@ -3,7 +3,7 @@
 ``ANEURYSM_DATA`` names a data folder in the RSNA layout (``train.csv``,
 ``train_localizers.csv``, ``series/``). Without it the demo data are used, kept in
 ``ANEURYSM_DEMO_DIR`` (default: ``data/demo`` in the project folder) and generated on
-first use (``ANEURYSM_DEMO_SERIES`` series, default 60). Built cube datasets go to
+first use (``ANEURYSM_DEMO_SERIES`` series, default `DEMO_SERIES`). Built cube datasets go to
 ``ANEURYSM_DATASETS_DIR`` (default: ``data/datasets``).
 """
 
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from pipeline.demo.generate import MANIFEST
+from pipeline.demo.generate import DEMO_SERIES, MANIFEST
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_ENV = "ANEURYSM_DATA"
@@ -73,7 +73,7 @@ def ensure_demo_data(progress: Callable[[int, int], None] | None = None) -> Path
     if is_ready(root):
         return root
     command = [sys.executable, "-m", "pipeline", "demo-data", "--out", str(root),
-               "--series", str(int(os.environ.get(DEMO_SERIES_ENV, 60)))]
+               "--series", str(int(os.environ.get(DEMO_SERIES_ENV, DEMO_SERIES)))]
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     last = ""
     for line in process.stderr:  # universal newlines: each "\r" progress update is a line

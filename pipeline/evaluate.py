@@ -5,6 +5,10 @@ run's split with the inference path (`pipeline.inference`) using the run's ``bes
 writes ``evaluation.json``: per-column AUCs, the final score (columns with one class are
 undefined, not 0.5), ROC curve data of ``Aneurysm Present``, a calibration table, the
 cube-level validation AUC of the best epoch, and each series' probabilities.
+
+With ``--test-set DIR`` every series of another dataset (one the run never saw, e.g. a demo
+generated with another seed) is scored instead and the result goes to ``test_evaluation.json``:
+a larger, independent check than the run's own held-out share.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pipeline.metrics import roc_curve, rsna_score
 from pipeline.rsna import read_train
 
 EVALUATION = "evaluation.json"
+TEST_EVALUATION = "test_evaluation.json"
 
 
 def calibration_table(labels: np.ndarray, scores: np.ndarray, bins: int = 5) -> list[dict]:
@@ -39,12 +44,21 @@ def calibration_table(labels: np.ndarray, scores: np.ndarray, bins: int = 5) -> 
 
 
 def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> dict:
+                 progress: Callable[[int, int], None] | None = None, test_set: bool = False) -> dict:
+    """Score the run's held-out series of ``data_root``; with ``test_set``, every series of
+    ``data_root`` instead (refused if the run trained on any of them)."""
     run, data_root = Path(run), Path(data_root)
     split = json.loads((run / "split.json").read_text())
     table = read_train(data_root).set_index("SeriesInstanceUID")
+    if test_set:
+        seen = sorted(set(split["train"]) & set(table.index))
+        if seen:
+            raise ValueError(f"{data_root} holds {len(seen)} series the run trained on (e.g. {seen[0]}): "
+                             "a test set must hold none of them (it should be series the run never saw).")
+        series = list(table.index)
+    else:
+        series = [uid for uid in split["validation"] if uid in table.index]
     predictor = Predictor(run / "best.pt", flip=flip)
-    series = [uid for uid in split["validation"] if uid in table.index]
     rows, skipped, start = [], {}, time.perf_counter()
     for done, uid in enumerate(series, start=1):
         try:
@@ -62,10 +76,11 @@ def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: boo
     result = {
         **score,
         "series": len(rows), "skipped": skipped, "flip": flip,
+        "series_set": f"every series of {data_root}" if test_set else "the run's held-out series",
         "roc": roc_curve(truth[ANEURYSM_PRESENT], predicted[ANEURYSM_PRESENT]),
         "calibration": calibration_table(truth[ANEURYSM_PRESENT], predicted[ANEURYSM_PRESENT]),
         "cube_validation_auc": predictor.meta.get("validation_auc"), "best_epoch": predictor.meta.get("epoch"),
         "predictions": rows, "seconds": round(time.perf_counter() - start, 2),
     }
-    write_json(run / EVALUATION, result)
+    write_json(run / (TEST_EVALUATION if test_set else EVALUATION), result)
     return result

@@ -131,9 +131,21 @@ class Predictor:
             raise FileNotFoundError(
                 f"No model at {path}: train one (python -m pipeline train) and pass --model RUN/best.pt."
             )
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model, self.meta = load_model(path, device=str(self.device))
-        self.model = self.model.to(memory_format=torch.channels_last_3d)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model, meta = load_model(path, device=str(device))
+        self._use(model, meta, device, flip)
+
+    @classmethod
+    def from_model(cls, model, meta: dict, device: torch.device, flip: bool = False) -> "Predictor":
+        """A predictor around a model in memory (in eval mode) and its checkpoint meta: how
+        training scores its held-out series with the inference path."""
+        predictor = cls.__new__(cls)
+        predictor._use(model, meta, device, flip)
+        return predictor
+
+    def _use(self, model, meta: dict, device: torch.device, flip: bool) -> None:
+        self.device, self.meta = device, meta
+        self.model = model.to(memory_format=torch.channels_last_3d)
         self.preprocess = PreprocessConfig.from_dict(self.meta["preprocess"]) if self.meta.get("preprocess") else \
             PreprocessConfig()
         prior = self.meta.get("location_prior")
@@ -149,14 +161,19 @@ class Predictor:
         timings["read"] = time.perf_counter() - start
         processed = preprocess(volume, self.preprocess)
         timings["preprocess"] = time.perf_counter() - start - timings["read"]
+        prediction = self.predict_processed(processed, timings)
+        timings["total"] = time.perf_counter() - start
+        return prediction
+
+    def predict_processed(self, processed: Volume, timings: dict | None = None) -> Prediction:
+        """Steps 3-5 on a volume already preprocessed with `self.preprocess`."""
+        timings = {} if timings is None else timings
         network_start = time.perf_counter()
         windows = Windows.of(processed)
         presence, location, peaks = self.score(processed.array)
         presence, location = presence[windows.inside], location[:, windows.inside]
         timings["network"] = time.perf_counter() - network_start
-        prediction = self._aggregate(processed, windows, presence, location, peaks, timings)
-        timings["total"] = time.perf_counter() - start
-        return prediction
+        return self._aggregate(processed, windows, presence, location, peaks, timings)
 
     def score(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """See `score_volume`."""

@@ -154,5 +154,5 @@ def trained(built, tmp_path_factory):
 
     _, out, _, _ = built
     run = tmp_path_factory.mktemp("run") / "run"
-    train(TrainConfig(datasets=resolve_datasets([out]), epochs=1, steps_per_epoch=4, crop=64), run)
+    train(TrainConfig(datasets=resolve_datasets([out]), epochs=1, steps_per_epoch=4, crop=64, batch_size=2), run)
     return run

@@ -41,3 +41,17 @@ def test_bad_input_exits_2_with_one_line(tmp_path, target):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
     assert "Traceback" not in result.stderr
+
+
+def test_command_defaults_are_the_library_defaults():
+    from pipeline.__main__ import build_parser
+    from pipeline.demo.generate import DEMO_SERIES
+    from pipeline.model import ModelConfig
+    from pipeline.train import TrainConfig
+
+    args = build_parser().parse_args(["train"])
+    config, model = TrainConfig(datasets=()), ModelConfig()
+    assert (args.epochs, args.steps, args.batch, args.crop, args.lr, args.seed) == (
+        config.epochs, config.steps_per_epoch, config.batch_size, config.crop, config.learning_rate, config.seed)
+    assert (args.width, args.blocks) == (model.width, model.blocks)
+    assert build_parser().parse_args(["demo-data"]).series == DEMO_SERIES

@@ -145,6 +145,16 @@ def test_same_seed_same_bytes(tmp_path):
         assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
 
 
+def test_a_subset_of_series_is_written_byte_for_byte_as_in_the_whole_dataset(tmp_path):
+    whole = generate_demo_data(tmp_path / "whole", n_series=3, seed=7, workers=1).root
+    wanted = plan_dataset(3, seed=7)[1].series_uid
+    part = generate_demo_data(tmp_path / "part", n_series=3, seed=7, workers=1, only={wanted}).root
+    assert [row["SeriesInstanceUID"] for row in read_csv(part / "train.csv")] == [wanted]
+    assert {p.name for p in (part / "series").iterdir()} == {wanted}
+    for path in (part / "series" / wanted).iterdir():
+        assert path.read_bytes() == (whole / "series" / wanted / path.name).read_bytes()
+
+
 def test_an_interrupted_run_leaves_nothing_and_an_existing_folder_is_refused(tmp_path):
     def interrupt(done, total):
         raise KeyboardInterrupt

@@ -19,7 +19,7 @@ RIGHT_MCA = LOCATIONS.index("Right Middle Cerebral Artery")
 @pytest.fixture(scope="module")
 def config(built):
     _, out, _, _ = built
-    return TrainConfig(datasets=resolve_datasets([out]), epochs=2, steps_per_epoch=5, crop=64)
+    return TrainConfig(datasets=resolve_datasets([out]), epochs=2, steps_per_epoch=5, crop=64, batch_size=2)
 
 
 def test_split_is_by_series_and_keeps_both_classes():
@@ -110,6 +110,10 @@ def test_a_run_writes_its_folder_and_loadable_checkpoints(config, tmp_path):
     assert [m["epoch"] for m in metrics if m["kind"] == "epoch"] == [1, 2]
     assert record["epoch"] == 2 and record["cubes_per_second"] > 0
     model, meta = load_model(run / "best.pt")  # weights_only=True inside
+    # the last epochs score the held-out series whole; best.pt is the best of them
+    scores = [m["series_score"] for m in metrics if m["kind"] == "epoch"]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert meta["series_validation_score"] == max(scores) and scores[meta["epoch"] - 1] == max(scores)
     assert meta["locations"] == list(LOCATIONS) and meta["preprocess"]["target_spacing"] == [0.8, 0.8, 0.8]
     assert len(meta["dataset_manifest_sha256"]) == 64
     torch.load(run / "last.pt", weights_only=True)

@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import numpy as np
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
@@ -36,6 +36,7 @@ from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MODALITI
 TRAIN_COLUMNS = ["SeriesInstanceUID", "PatientAge", "PatientSex", "Modality", *LABEL_COLUMNS]
 LOCALIZER_COLUMNS = ["SeriesInstanceUID", "SOPInstanceUID", "coordinates", "location"]
 MANIFEST = "demo_manifest.json"
+DEMO_SERIES = 200  # series in the default demo dataset
 FAKE_PATIENT_TOKEN = "ZZFAKE"  # in every fake patient field, so tests can prove they are never shown
 
 # The origin project's demo mix (CTA 9, MRI T2 7, MRA 3, MRI T1post 1 of 20).
@@ -125,7 +126,7 @@ class DemoSummary:
 # Planning
 
 
-def plan_dataset(n_series: int = 60, seed: int = 0, positive_share: float = 0.4) -> list[SeriesPlan]:
+def plan_dataset(n_series: int = DEMO_SERIES, seed: int = 0, positive_share: float = 0.4) -> list[SeriesPlan]:
     """Choose modality, labels and acquisition of every series (deterministic in ``seed``)."""
     if n_series < 1:
         raise ValueError("n_series must be at least 1")
@@ -402,10 +403,11 @@ def _worker_setup() -> None:
 
 def generate_demo_data(
     out: str | os.PathLike,
-    n_series: int = 60,
+    n_series: int = DEMO_SERIES,
     seed: int = 0,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    only: Collection[str] | None = None,
 ) -> DemoSummary:
     """Write the demo dataset into ``out`` (which must not exist yet), atomically.
 
@@ -418,12 +420,16 @@ def generate_demo_data(
         seed: same seed, same bytes.
         workers: processes (default: the number of cores, at most 4).
         progress: called with (series done, total) after each series.
+        only: write just these series (SeriesInstanceUIDs) of the dataset, e.g. a model's
+            held-out series; the tables then list only them.
     """
     start = time.perf_counter()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} already exists and is not empty.")
     plans = plan_dataset(n_series, seed)
+    if only is not None:
+        plans = [plan for plan in plans if plan.series_uid in set(only)]
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     partial.chmod(0o755)  # mkdtemp makes it private; the dataset is not
