@@ -96,11 +96,11 @@ def describe_model(model: Model, loaded: Predictor) -> str:
         parts.append(f"epoch {meta['epoch']}")
     if meta.get("validation_auc") is not None:
         parts.append(f"cube validation AUC {meta['validation_auc']:.3f}")
-    evaluation = model.path.parent / "evaluation.json"
-    if evaluation.is_file():
-        score = json.loads(evaluation.read_text()).get("final_score")
+    for name, what in (("evaluation.json", "held-out series score"), ("test_evaluation.json", "independent test-set score")):
+        evaluation = model.path.parent / name
+        score = json.loads(evaluation.read_text()).get("final_score") if evaluation.is_file() else None
         if score is not None:
-            parts.append(f"held-out series score {score:.3f}")
+            parts.append(f"{what} {score:.3f}")
     return " · ".join(parts)
 
 

@@ -4,6 +4,7 @@ candidates, heatmap viewer and ground truth; bad uploads and a missing model are
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 import pandas as pd
@@ -139,3 +140,13 @@ def test_file_names_shown_in_messages_are_inert_markdown():
     shown = infer.plain("![x](http://a.example/p.png) **b** :red[c] <i>d</i> me@e.example a_b.dcm")
     for active in ("![", "](", "**", ":red[", "<i>", "http://", "me@e"):
         assert active not in shown
+
+
+def test_the_model_line_gives_the_shipped_models_held_out_and_test_set_scores():
+    from pipeline.inference import SHIPPED_MODEL, Predictor
+
+    folder = SHIPPED_MODEL.parent
+    line = infer.describe_model(infer.Model(SHIPPED_MODEL, "Shipped model"), Predictor(SHIPPED_MODEL))
+    held_out = json.loads((folder / "evaluation.json").read_text())["final_score"]
+    test = json.loads((folder / "test_evaluation.json").read_text())["final_score"]
+    assert f"held-out series score {held_out:.3f}" in line and f"independent test-set score {test:.3f}" in line
