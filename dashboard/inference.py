@@ -18,6 +18,7 @@ from dashboard import runs as run_control
 from pipeline.data import PROJECT_ROOT, runs_root
 from pipeline.dicom import SeriesInfo, scan
 from pipeline.errors import IngestError
+from pipeline.evaluate import EVALUATION, TEST_EVALUATION
 from pipeline.inference import SHIPPED_MODEL, Prediction, Predictor, read_source
 from pipeline.labels import LABEL_COLUMNS
 from pipeline.rsna import read_localizers
@@ -96,7 +97,7 @@ def describe_model(model: Model, loaded: Predictor) -> str:
         parts.append(f"epoch {meta['epoch']}")
     if meta.get("validation_auc") is not None:
         parts.append(f"cube validation AUC {meta['validation_auc']:.3f}")
-    for name, what in (("evaluation.json", "held-out series score"), ("test_evaluation.json", "independent test-set score")):
+    for name, what in ((EVALUATION, "held-out series score"), (TEST_EVALUATION, "independent test-set score")):
         evaluation = model.path.parent / name
         score = json.loads(evaluation.read_text()).get("final_score") if evaluation.is_file() else None
         if score is not None:

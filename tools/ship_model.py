@@ -20,13 +20,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.evaluate import EVALUATION, TEST_EVALUATION  # noqa: E402
 from pipeline.files import write_text  # noqa: E402
 from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS  # noqa: E402
 from pipeline.model import model_size  # noqa: E402
 from pipeline.train import load_model, read_metrics  # noqa: E402
 
-COPIED = ("best.pt", "config.json", "split.json", "evaluation.json")
-OPTIONAL = ("test_evaluation.json",)
+COPIED = ("best.pt", "config.json", "split.json", EVALUATION)
+OPTIONAL = (TEST_EVALUATION,)
 
 
 def _auc(value) -> str:
@@ -53,16 +54,14 @@ def _verdict(held_out, test) -> str:
             "(\"Where the model stands\").")
 
 
-def _test_score(run: Path) -> float | None:
-    path = run / "test_evaluation.json"
-    return json.loads(path.read_text())["final_score"] if path.is_file() else None
+def _test_evaluation(run: Path) -> dict | None:
+    path = run / TEST_EVALUATION
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _test_set(run: Path) -> str:
-    path = run / "test_evaluation.json"
-    if not path.is_file():
+def _test_set(test: dict | None) -> str:
+    if test is None:
         return "No independent test set was scored (`python -m pipeline evaluate --run RUN --test-set DIR`)."
-    test = json.loads(path.read_text())
     return (f"**Independent test set** ({test['series']} demo series generated with another seed, "
             f"none seen in training or used to choose the epoch): final score **{_auc(test['final_score'])}** "
             f"(Aneurysm Present AUC {_auc(test['aneurysm_present_auc'])}, mean of the {test['locations_defined']} "
@@ -70,7 +69,8 @@ def _test_set(run: Path) -> str:
 
 
 def card(run: Path) -> str:
-    evaluation = json.loads((run / "evaluation.json").read_text())
+    evaluation = json.loads((run / EVALUATION).read_text())
+    test = _test_evaluation(run)
     config = json.loads((run / "config.json").read_text())
     status = json.loads((run / "status.json").read_text())
     model, meta = load_model(run / "best.pt")
@@ -129,9 +129,9 @@ epochs, which score the held-out series whole.
 Each series' 14 probabilities are in `evaluation.json` (`predictions`); `tests/test_shipped_model.py`
 regenerates these series of the demo data, scores them with this checkpoint and checks them against it.
 
-{_test_set(run)}
+{_test_set(test)}
 
-{_verdict(evaluation['final_score'], _test_score(run))}
+{_verdict(evaluation['final_score'], test and test['final_score'])}
 
 **Limits.** Trained and evaluated on {evaluation['series']} held-out phantoms: the AUCs are coarse (one series
 more or less moves them by several points) and locations with one class are undefined. The phantoms are
