@@ -24,9 +24,8 @@ import os
 import tempfile
 import time
 import zipfile
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
@@ -39,6 +38,7 @@ from pipeline.dicom import load_series
 from pipeline.errors import IngestError
 from pipeline.files import write_json
 from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
+from pipeline.pool import process_pool
 from pipeline.preprocess import PreprocessConfig, preprocess
 from pipeline.rsna import Localizer, read_localizers, read_train
 from pipeline.volume import SourceImage, Volume
@@ -338,11 +338,6 @@ def _concat(parts: list[np.ndarray], dtype, empty_shape) -> np.ndarray:
 # The build
 
 
-def _worker_setup() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
 
 def build_datasets(
     data_root: str | os.PathLike,
@@ -422,7 +417,7 @@ def _run(tasks: list[SeriesTask], workers: int | None):
         for task in tasks:
             yield process_series(task)
         return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_setup) as pool:
+    with process_pool(workers) as pool:
         futures = {pool.submit(process_series, task): index for index, task in enumerate(tasks)}
         pending: dict[int, SeriesResult] = {}
         next_index = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,19 @@ def _build_config():
 
 
 BUILD_CONFIG = _build_config()
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Undo AppTest's ``sys.modules["__main__"] = <page script>`` after every test.
+
+    Left in place, every process the demo generator or the builder spawns later in the
+    session would run the dashboard script again (and generate the full demo in the
+    project folder) before doing its work.
+    """
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture(scope="session")

@@ -48,3 +48,11 @@ def test_the_sidebar_names_the_model_in_use(monkeypatch, tmp_path):
     monkeypatch.delenv("ANEURYSM_MODEL")
     app = AppTest.from_file("../app.py", default_timeout=60).run()
     assert any("Shipped model" in t.value for t in app.sidebar.text)  # models/demo/best.pt
+
+
+def test_the_page_script_does_not_stay_the_main_module_after_a_page_test():
+    """Runs after the AppTests above: a spawned worker re-imports ``__main__``, and the
+    dashboard script there would regenerate the full demo in every demo or build worker."""
+    import sys
+
+    assert not str(getattr(sys.modules["__main__"], "__file__", "")).endswith("app.py")

@@ -15,9 +15,8 @@ import os
 import shutil
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Collection
 
@@ -32,6 +31,7 @@ from pipeline.demo.render import Grid, coarse_axes, render_spheres, render_tubes
 from pipeline.files import write_json
 from pipeline.dicomwriter import SeriesGeometry, SeriesHeader, derived_uid, write_series
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MODALITIES
+from pipeline.pool import process_pool
 
 TRAIN_COLUMNS = ["SeriesInstanceUID", "PatientAge", "PatientSex", "Modality", *LABEL_COLUMNS]
 LOCALIZER_COLUMNS = ["SeriesInstanceUID", "SOPInstanceUID", "coordinates", "location"]
@@ -395,11 +395,6 @@ def generate_series(plan: SeriesPlan, series_root: str) -> dict:
 # The dataset
 
 
-def _worker_setup() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
 
 def generate_demo_data(
     out: str | os.PathLike,
@@ -443,10 +438,8 @@ def generate_demo_data(
                 if progress:
                     progress(done, len(plans))
         else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_setup) as pool:
+            with process_pool(workers) as pool:
                 futures = {pool.submit(generate_series, plan, str(partial / "series")): plan.index for plan in plans}
-                from concurrent.futures import as_completed
-
                 for done, future in enumerate(as_completed(futures), start=1):
                     results[futures[future]] = future.result()
                     if progress:
