@@ -29,6 +29,8 @@ def start_form() -> None:
         epochs = middle.number_input("Epochs", 1, 500, TrainConfig.__dataclass_fields__["epochs"].default, key="train_epochs")
         width = right.selectbox("Model width", [16, 24, 32], key="train_width")
         blocks = right.selectbox("Blocks per stage", [1, 2], key="train_blocks")
+        light = right.checkbox("Without the first stage", key="train_light",
+                               help="Half the multiply-adds per cube: about 1.7x faster training steps on 2 CPU cores.")
         name = middle.text_input("Run name", time.strftime("run-%Y%m%d-%H%M%S"), key="train_name")
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted:
@@ -38,7 +40,8 @@ def start_form() -> None:
             st.error(f"A run named {safe} already exists.")
             return
         run_control.start(run, ["--datasets", str(datasets_root()), "--modalities", ",".join(modalities),
-                                "--epochs", str(int(epochs)), "--width", str(width), "--blocks", str(blocks)])
+                                "--epochs", str(int(epochs)), "--width", str(width), "--blocks", str(blocks),
+                                *(["--no-first-stage"] if light else [])])
         st.session_state["train_run"] = safe
         st.success(f"Started {safe}; it goes on if you close this page.")
 

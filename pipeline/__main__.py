@@ -155,7 +155,7 @@ def _train(args: argparse.Namespace) -> int:
             files = tuple(f for f in files if Path(f).name in wanted)
         config = TrainConfig(datasets=files, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch,
                              crop=args.crop, learning_rate=args.lr, seed=args.seed, precision=args.precision,
-                             model=ModelConfig(width=args.width, blocks=args.blocks))
+                             model=ModelConfig(width=args.width, blocks=args.blocks, first_stage=args.first_stage))
 
     def progress(record: dict) -> None:
         if record["kind"] == "epoch":
@@ -267,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=2e-3)
     train.add_argument("--width", type=int, default=16, help="channels of the first stage (default 16)")
     train.add_argument("--blocks", type=int, default=1, help="residual blocks per stage (default 1)")
+    train.add_argument("--no-first-stage", dest="first_stage", action="store_false",
+                       help="without the first stage (at the stem's resolution): half the multiply-adds")
     train.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(handler=_train)

@@ -39,9 +39,15 @@ class ModelConfig:
     width: int = 16
     blocks: int = 1
     cube: int = 48
+    first_stage: bool = True  # a residual stage of width w at the stem's resolution (the costliest one)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        """From `to_dict`'s output, also of checkpoints saved before ``first_stage`` existed (they had one)."""
+        return cls(**{"first_stage": True, **values})
 
 
 class ResidualBlock(nn.Module):
@@ -73,7 +79,8 @@ class AneurysmNet(nn.Module):
         w = config.width
         self.stem = nn.Sequential(nn.Conv3d(1, w, 3, 2, 1, bias=False), nn.BatchNorm3d(w), nn.ReLU(inplace=True))
         stages, channels = [], w
-        for index, (out, stride) in enumerate(zip((w, 2 * w, 4 * w, 8 * w), (1, 2, 2, 2))):
+        widths, strides = (w, 2 * w, 4 * w, 8 * w), (1, 2, 2, 2)
+        for out, stride in list(zip(widths, strides))[0 if config.first_stage else 1:]:
             blocks = [ResidualBlock(channels, out, stride)]
             blocks += [ResidualBlock(out, out, 1) for _ in range(config.blocks - 1)]
             stages.append(nn.Sequential(*blocks))
@@ -96,9 +103,9 @@ class AneurysmNet(nn.Module):
         for stage in self.stages:
             x = stage(x)
             stages.append(x)
-        top = self.lateral[2](stages[3])
-        top = F.interpolate(top, scale_factor=2, mode="nearest") + self.lateral[1](stages[2])
-        top = F.interpolate(top, scale_factor=2, mode="nearest") + self.lateral[0](stages[1])
+        top = self.lateral[2](stages[-1])  # the last three stages, at strides 16, 8 and 4
+        top = F.interpolate(top, scale_factor=2, mode="nearest") + self.lateral[1](stages[-2])
+        top = F.interpolate(top, scale_factor=2, mode="nearest") + self.lateral[0](stages[-3])
         out = self.head(self.smooth(top))
         return {"presence": out[:, 0], "location": out[:, 1:]}
 

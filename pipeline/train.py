@@ -89,13 +89,15 @@ class TrainConfig:
     location_weight: float = 0.5
     positive_radius_mm: float = 4.0  # heatmap target 1 within this distance of a localizer
     ignore_radius_mm: float = 10.0  # and neither 1 nor 0 up to this one
-    positive_crop_share: float = 0.5  # share of the crops from positive series drawn around an aneurysm
+    positive_crop_share: float = 0.75  # share of the crops from positive series drawn around an aneurysm
     hard_negatives: int = 16  # each crop's highest-loss negative cells, weighed again (0: none)
     hard_negative_weight: float = 1.0
     seed: int = 0
     precision: str = "auto"  # "auto", "bf16" or "fp32"
     symmetry_share: float = 0.5  # share of crops rotated/reflected at random (presence only)
+    zoom: float = 0.0  # crops magnified by a factor drawn log-uniformly in [1/(1+zoom), 1+zoom] (0: none)
     series_validation_epochs: int = 5  # the last epochs also score the held-out series whole (picks best.pt)
+    cube_validation_every: int = 3  # epochs between cube validations (and the last epoch)
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict:
@@ -107,7 +109,7 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> "TrainConfig":
         values = dict(values)
         values["datasets"] = tuple(values["datasets"])
-        values["model"] = ModelConfig(**values["model"])
+        values["model"] = ModelConfig.from_dict(values["model"])
         return cls(**values)
 
 
@@ -294,6 +296,16 @@ def turn(crop: torch.Tensor, points: np.ndarray, locations: np.ndarray, spacing:
     return crop.contiguous(), points, locations, spacing
 
 
+def zoomed(crop: torch.Tensor, points: np.ndarray, spacing: np.ndarray, size: int):
+    """A cubic crop resampled (trilinear) to ``size`` voxels a side, with its aneurysm points
+    and voxel spacing (mm, of the magnified image: targets keep their size in the patient)."""
+    if crop.shape[-1] == size:
+        return crop, points, spacing
+    factor = size / crop.shape[-1]
+    crop = F.interpolate(crop[None, None], size=(size,) * 3, mode="trilinear", align_corners=False)[0, 0]
+    return crop, (np.asarray(points, float) + 0.5) * factor - 0.5, np.asarray(spacing, float) / factor
+
+
 def draw_batch(volumes: TrainingVolumes, data: CubeData, series: list[str], positive_series: list[str],
                config: TrainConfig, rng: np.random.Generator):
     """``batch_size`` augmented crops (B, 1, s, s, s) and their targets (B, c, c, c) each:
@@ -306,11 +318,13 @@ def draw_batch(volumes: TrainingVolumes, data: CubeData, series: list[str], posi
         array, spacing = volumes.get(uid)
         aneurysms = data.aneurysms.get(uid, np.zeros((0, 3)))
         around = len(aneurysms) and rng.random() < config.positive_crop_share
-        start = crop_start(array.shape, config.crop, aneurysms[int(rng.integers(len(aneurysms)))] if around else None,
-                           rng)
+        target = aneurysms[int(rng.integers(len(aneurysms)))] if around else None
+        factor = float(np.exp(rng.uniform(-1, 1) * np.log1p(config.zoom))) if config.zoom > 0 else 1.0
+        source = int(round(config.crop / factor))  # voxels of the volume that fill the crop
+        start = crop_start(array.shape, source, target, rng)
+        crop, points, spacing = zoomed(cut_crop(array, start, source), aneurysms - start, spacing, config.crop)
         crop, points, locations, spacing = turn(
-            cut_crop(array, start, config.crop), aneurysms - start,
-            data.aneurysm_locations.get(uid, np.zeros(0, np.int64)), spacing, rng, config.symmetry_share)
+            crop, points, data.aneurysm_locations.get(uid, np.zeros(0, np.int64)), spacing, rng, config.symmetry_share)
         crops.append(crop)
         targets.append(heatmap_targets(points, locations, config.crop, spacing, config.positive_radius_mm,
                                        config.ignore_radius_mm))
@@ -404,7 +418,7 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[AneurysmNe
     if meta.get("architecture") != ARCHITECTURE:
         raise ValueError(f"{path} was trained by an earlier version of the model "
                          f"({meta.get('architecture', 'cube classifier')}); train a new one.")
-    model = AneurysmNet(ModelConfig(**meta["model"]))
+    model = AneurysmNet(ModelConfig.from_dict(meta["model"]))
     model.load_state_dict(checkpoint["model"])
     return model.eval(), meta
 
@@ -542,7 +556,9 @@ def _epoch(run, epoch, config, data, volumes, series, model, optimizer, schedule
         if (run / STOP_FILE).exists():
             return None
     train_seconds = time.perf_counter() - start
-    evaluation = evaluate_cubes(model, data, validation_index, device, autocast_dtype)
+    measure = epoch % max(config.cube_validation_every, 1) == 0 or epoch == config.epochs
+    evaluation = evaluate_cubes(model, data, validation_index if measure else validation_index[:0], device,
+                                autocast_dtype)
     rate = seen / max(train_seconds, 1e-9)
     return {"kind": "epoch", "epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
             "learning_rate": scheduler.get_last_lr()[0], "crops_per_second": rate,

@@ -53,5 +53,5 @@ def test_command_defaults_are_the_library_defaults():
     config, model = TrainConfig(datasets=()), ModelConfig()
     assert (args.epochs, args.steps, args.batch, args.crop, args.lr, args.seed) == (
         config.epochs, config.steps_per_epoch, config.batch_size, config.crop, config.learning_rate, config.seed)
-    assert (args.width, args.blocks) == (model.width, model.blocks)
+    assert (args.width, args.blocks, args.first_stage) == (model.width, model.blocks, model.first_stage)
     assert build_parser().parse_args(["demo-data"]).series == DEMO_SERIES

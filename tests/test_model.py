@@ -49,6 +49,19 @@ def test_documented_size():
     assert bigger["parameters"] > 4 * size["parameters"]
 
 
+def test_without_the_first_stage_it_halves_the_cost_and_keeps_the_heatmap_grid():
+    light = AneurysmNet(ModelConfig(first_stage=False)).eval()
+    assert model_size(light)["macs_per_cube"] < 0.55 * model_size(AneurysmNet())["macs_per_cube"]
+    with torch.no_grad():
+        assert light.dense(torch.rand(1, 1, 64, 96, 80))["presence"].shape == (1, 16, 24, 20)
+
+
+def test_checkpoints_from_before_the_first_stage_option_keep_their_architecture():
+    saved = {"width": 16, "blocks": 1, "cube": 48}  # a model config written before the field existed
+    assert ModelConfig.from_dict(saved).first_stage is True
+    assert ModelConfig.from_dict({**saved, "first_stage": False}).first_stage is False
+
+
 def test_other_cube_sizes_work():
     model = AneurysmNet(ModelConfig(cube=32)).eval()
     with torch.no_grad():

@@ -36,6 +36,7 @@ def test_a_run_started_from_the_page_trains_in_its_own_process(monkeypatch, demo
     app = open_page(monkeypatch, demo, built, runs)
     app.number_input(key="train_epochs").set_value(1)
     app.text_input(key="train_name").set_value("from-page")
+    app.checkbox(key="train_light").check()
     app.button[0].click().run()
     assert not app.exception
     status = runs / "from-page" / "status.json"
@@ -45,6 +46,7 @@ def test_a_run_started_from_the_page_trains_in_its_own_process(monkeypatch, demo
             break
         time.sleep(1)
     assert json.loads(status.read_text())["state"] == "finished"
+    assert json.loads((runs / "from-page" / "config.json").read_text())["model"]["first_stage"] is False
     app.run()
     evaluate = [b for b in app.button if b.label == "Evaluate on held-out series"]
     assert evaluate

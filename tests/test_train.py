@@ -10,7 +10,7 @@ import torch
 
 from pipeline.labels import LOCATIONS
 from pipeline.train import STATUS, STOP_FILE, TrainConfig, crop_start, cut_crop, heatmap_targets, load_cubes, \
-    load_model, series_labels, read_metrics, resolve_datasets, split_series, train, turn
+    load_model, series_labels, read_metrics, resolve_datasets, split_series, train, turn, zoomed
 
 LEFT_MCA = LOCATIONS.index("Left Middle Cerebral Artery")
 RIGHT_MCA = LOCATIONS.index("Right Middle Cerebral Artery")
@@ -77,6 +77,21 @@ def test_rotated_crops_keep_their_aneurysm_under_the_target_and_lose_the_locatio
     assert moved > 6
 
 
+def test_zoomed_crops_keep_their_aneurysm_under_the_target_at_its_size_in_mm():
+    grid = np.stack(np.meshgrid(*[np.arange(40)] * 3, indexing="ij"), axis=-1)
+    point = np.array([[14.0, 22.0, 27.0]])
+    ball = torch.from_numpy(np.exp(-((grid - point[0]) ** 2).sum(-1) / 4.0)).float()  # a blob, sd ~1.4 voxels
+    for size in (48, 32):  # magnified, then shrunk
+        crop, points, spacing = zoomed(ball, point, np.full(3, 0.8), size)
+        assert crop.shape == (size,) * 3
+        peak = np.unravel_index(int(crop.argmax()), crop.shape)
+        assert np.abs(np.array(peak) - points[0]).max() <= 0.6  # the point moved with the image
+        assert spacing == pytest.approx(np.full(3, 0.8 * 40 / size))
+        label, _, _ = heatmap_targets(points, np.array([LEFT_MCA]), size, spacing, 4.0, 10.0)
+        cells = np.argwhere(label.numpy() > 0) * 4
+        assert np.linalg.norm((cells - points[0]) * spacing, axis=1).max() <= 4.0  # 4 mm in the patient
+
+
 def test_crops_around_an_aneurysm_hold_it_and_small_volumes_are_padded():
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -133,6 +148,19 @@ def test_a_run_fits_its_location_prior_and_refuses_a_bad_crop(config, tmp_path):
     assert steps and all(m["crops_per_second"] > 0 for m in steps)
     with pytest.raises(ValueError, match="multiple of 16"):
         train(TrainConfig(datasets=config.datasets, crop=70), tmp_path / "bad")
+
+
+def test_a_lighter_model_and_sparser_cube_validation_are_kept_in_the_run(config, tmp_path):
+    from dataclasses import replace
+
+    from pipeline.model import ModelConfig
+
+    run = tmp_path / "run"
+    train(replace(config, epochs=3, cube_validation_every=2, model=ModelConfig(first_stage=False)), run)
+    aucs = [m["validation_auc"] for m in read_metrics(run) if m["kind"] == "epoch"]
+    assert aucs[0] is None and aucs[1] is not None and aucs[2] is not None  # every 2nd epoch, and the last
+    model, meta = load_model(run / "best.pt")
+    assert meta["model"]["first_stage"] is False and len(model.stages) == 3
 
 
 def test_resume_continues_from_the_last_checkpoint_like_an_uninterrupted_run(config, tmp_path):

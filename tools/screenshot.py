@@ -34,9 +34,11 @@ def screenshot(url: str, out: str, width: int = 1400, height: int = 900, click: 
         page.wait_for_function(
             "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
         )
-        # plotly draws after the script ends: wait until every chart has its SVG
+        # plotly draws after the script ends: wait until no chart is a placeholder any more
+        # and every chart has its SVG
         page.wait_for_function(
-            "() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
+            "() => !document.querySelector('[data-testid=\"stSkeleton\"]') && "
+            "[...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
             ".every(chart => chart.querySelector('.main-svg'))", timeout=60_000
         )
         page.wait_for_timeout(1000)
