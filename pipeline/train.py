@@ -20,14 +20,14 @@ A run is a folder:
   unfinished epoch is dropped, ``last.pt`` keeps the last finished one.
 
 What it learns from: crops of ``crop`` voxels (48, 38 mm) cut at random from the training
-series' whole processed volumes (the build's cache), a quarter of them around an aneurysm, and
+series' whole processed volumes (the build's cache), 37.5 % of them around an aneurysm, and
 a heatmap target at stride 4: 1 within ``positive_radius_mm`` of a localizer, ignored up to
 ``ignore_radius_mm``, 0 everywhere else. A crop covers some 200 inference windows, so a run
 sees every part of every training series many times: the vessels, bifurcations, skull
 base and loops that a series-level maximum over hundreds of windows would otherwise turn
 into false positives (sampled cubes, tried first, covered a few dozen windows per series
 and scored near chance on held-out series). The dataset's cubes serve the cube-level
-validation AUC of every epoch.
+validation AUC (every ``cube_validation_every`` epochs).
 
 Class imbalance: a positive crop holds a few positive cells among 1,700. The presence
 loss is the mean over positive cells plus the mean over negative cells (each class weighs
