@@ -14,6 +14,7 @@ from dashboard.data import page_start
 from dashboard.figures import ACCENT, MUTED, style
 from pipeline.data import datasets_root, runs_root
 from pipeline.dataset import DATASET_FILES
+from pipeline.evaluate import EVALUATION, TEST_EVALUATION
 from pipeline.labels import LOCATIONS
 from pipeline.train import TrainConfig, read_metrics
 
@@ -100,8 +101,12 @@ def follow(run) -> None:
             st.rerun()
 
 
+def _score(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
+
+
 def evaluation(run, data_root) -> None:
-    path = run / "evaluation.json"
+    path = run / EVALUATION
     if not path.is_file():
         if run_control.status(run).get("state") in ("finished", "stopped") and st.button("Evaluate on held-out series"):
             with st.spinner("Scoring every held-out series..."):
@@ -110,9 +115,15 @@ def evaluation(run, data_root) -> None:
             st.rerun()
         return
     result = json.loads(path.read_text())
-    score = result["final_score"]
-    st.metric("Series-level final score (held-out)", "undefined" if score is None else f"{score:.3f}",
-              help="½ · (AUC of Aneurysm Present + mean of the location AUCs); locations with one class are undefined.")
+    held_out, test_set = st.columns(2)
+    held_out.metric("Series-level final score (held-out)", _score(result["final_score"]),
+                    help="½ · (AUC of Aneurysm Present + mean of the location AUCs); locations with one class are "
+                         "undefined.")
+    if (run / TEST_EVALUATION).is_file():
+        test = json.loads((run / TEST_EVALUATION).read_text())
+        test_set.metric(f"Independent test set ({test['series']} series)", _score(test["final_score"]),
+                        help="Every series of a dataset the run never trained on nor chose its epoch with "
+                             "(python -m pipeline evaluate --run RUN --test-set DIR).")
     aucs = pd.DataFrame({"Location": list(LOCATIONS), "AUC": [result["aucs"][n] for n in LOCATIONS]})
     figure = px.bar(aucs.dropna(), x="AUC", y="Location", orientation="h", range_x=[0, 1], title="AUC per location",
                     color_discrete_sequence=[ACCENT])
@@ -132,7 +143,7 @@ def comparison(all_runs) -> None:
     rows = []
     for run in all_runs:
         epochs = [r for r in read_metrics(run) if r["kind"] == "epoch"]
-        evaluation_path = run / "evaluation.json"
+        evaluation_path = run / EVALUATION
         final = json.loads(evaluation_path.read_text())["final_score"] if evaluation_path.is_file() else None
         rows.append({"Run": run.name, "State": run_control.status(run).get("state"), "Epochs": len(epochs),
                      "Best validation": best_validation(epochs)[1],

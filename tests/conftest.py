@@ -170,3 +170,20 @@ def trained(built, tmp_path_factory):
     run = tmp_path_factory.mktemp("run") / "run"
     train(TrainConfig(datasets=resolve_datasets([out]), epochs=1, steps_per_epoch=4, crop=64, batch_size=2), run)
     return run
+
+
+def unseen_dataset(root: Path, run: Path, out: Path) -> Path:
+    """A dataset in the RSNA layout holding only ``run``'s held-out series of ``root``: data
+    the run never trained on, for ``evaluate --test-set``."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    validation = json.loads((run / "split.json").read_text())["validation"]
+    (out / "series").mkdir(parents=True)
+    table = pd.read_csv(root / "train.csv", dtype={"SeriesInstanceUID": str})
+    table[table.SeriesInstanceUID.isin(validation)].to_csv(out / "train.csv", index=False)
+    for uid in validation:
+        shutil.copytree(root / "series" / uid, out / "series" / uid)
+    return out

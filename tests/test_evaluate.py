@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import json
-import shutil
 
-import pandas as pd
 import pytest
 
 from pipeline.__main__ import main
 from pipeline.evaluate import TEST_EVALUATION, evaluate_run
 from pipeline.labels import LABEL_COLUMNS
 
+from conftest import unseen_dataset
+
 
 def test_a_test_set_is_scored_whole_and_must_be_unseen(built, trained, tmp_path, capsys):
     root, run = built[0], trained
     validation = json.loads((run / "split.json").read_text())["validation"]
-    unseen = tmp_path / "unseen"
-    (unseen / "series").mkdir(parents=True)
-    table = pd.read_csv(root / "train.csv", dtype={"SeriesInstanceUID": str})
-    table[table.SeriesInstanceUID.isin(validation)].to_csv(unseen / "train.csv", index=False)
-    for uid in validation:
-        shutil.copytree(root / "series" / uid, unseen / "series" / uid)
+    unseen = unseen_dataset(root, run, tmp_path / "unseen")
 
     result = evaluate_run(run, unseen, test_set=True)
     assert result["series"] == len(validation) and (run / TEST_EVALUATION).is_file()

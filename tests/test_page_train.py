@@ -8,6 +8,8 @@ import time
 
 from streamlit.testing.v1 import AppTest
 
+from conftest import unseen_dataset
+
 
 def open_page(monkeypatch, demo, built, runs):
     root, _, _ = demo
@@ -29,6 +31,22 @@ def test_a_finished_run_is_shown_with_its_numbers(monkeypatch, demo, built, trai
     epoch = [json.loads(l) for l in (trained / "metrics.jsonl").read_text().splitlines() if '"epoch"' in l][-1]
     assert metrics["Best held-out series score"] == f"{epoch['series_score']:.3f}"  # the series scored whole
     assert app.dataframe[-1].value.Run.tolist() == ["first"]
+
+
+def test_a_run_scored_on_a_test_set_shows_that_score_beside_the_held_out_one(monkeypatch, demo, built, trained,
+                                                                            tmp_path):
+    from pipeline.evaluate import evaluate_run
+
+    runs = tmp_path / "runs"
+    run = runs / "tested"
+    shutil.copytree(trained, run)
+    held_out = evaluate_run(run, demo[0])
+    test = evaluate_run(run, unseen_dataset(demo[0], run, tmp_path / "unseen"), test_set=True)
+    app = open_page(monkeypatch, demo, built, runs)
+    metrics = {m.label: m.value for m in app.metric}
+    shown = lambda score: "undefined" if score is None else f"{score:.3f}"  # noqa: E731
+    assert metrics["Series-level final score (held-out)"] == shown(held_out["final_score"])
+    assert metrics[f"Independent test set ({test['series']} series)"] == shown(test["final_score"])
 
 
 def test_a_run_started_from_the_page_trains_in_its_own_process(monkeypatch, demo, built, tmp_path):
