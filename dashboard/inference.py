@@ -4,7 +4,6 @@ in-memory sources within caps, predictions kept per session, and a demo series' 
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import zipfile
@@ -18,7 +17,7 @@ from dashboard import runs as run_control
 from pipeline.data import PROJECT_ROOT, runs_root
 from pipeline.dicom import SeriesInfo, scan
 from pipeline.errors import IngestError
-from pipeline.evaluate import EVALUATION, TEST_EVALUATION
+from pipeline.evaluate import read_evaluation
 from pipeline.inference import SHIPPED_MODEL, Prediction, Predictor, read_source
 from pipeline.labels import LABEL_COLUMNS
 from pipeline.rsna import read_localizers
@@ -97,9 +96,8 @@ def describe_model(model: Model, loaded: Predictor) -> str:
         parts.append(f"epoch {meta['epoch']}")
     if meta.get("validation_auc") is not None:
         parts.append(f"cube validation AUC {meta['validation_auc']:.3f}")
-    for name, what in ((EVALUATION, "held-out series score"), (TEST_EVALUATION, "independent test-set score")):
-        evaluation = model.path.parent / name
-        score = json.loads(evaluation.read_text()).get("final_score") if evaluation.is_file() else None
+    for test_set, what in ((False, "held-out series score"), (True, "independent test-set score")):
+        score = (read_evaluation(model.path.parent, test_set) or {}).get("final_score")
         if score is not None:
             parts.append(f"{what} {score:.3f}")
     return " · ".join(parts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pandas as pd
@@ -14,7 +13,7 @@ from dashboard.data import page_start
 from dashboard.figures import ACCENT, MUTED, style
 from pipeline.data import datasets_root, runs_root
 from pipeline.dataset import DATASET_FILES
-from pipeline.evaluate import EVALUATION, TEST_EVALUATION
+from pipeline.evaluate import read_evaluation
 from pipeline.labels import LOCATIONS
 from pipeline.train import TrainConfig, read_metrics
 
@@ -106,21 +105,20 @@ def _score(value: float | None) -> str:
 
 
 def evaluation(run, data_root) -> None:
-    path = run / EVALUATION
-    if not path.is_file():
+    result = read_evaluation(run)
+    if result is None:
         if run_control.status(run).get("state") in ("finished", "stopped") and st.button("Evaluate on held-out series"):
             with st.spinner("Scoring every held-out series..."):
                 code, line = run_control.evaluate(run, data_root)
             (st.success if code == 0 else st.error)(line)
             st.rerun()
         return
-    result = json.loads(path.read_text())
     held_out, test_set = st.columns(2)
     held_out.metric("Series-level final score (held-out)", _score(result["final_score"]),
                     help="½ · (AUC of Aneurysm Present + mean of the location AUCs); locations with one class are "
                          "undefined.")
-    if (run / TEST_EVALUATION).is_file():
-        test = json.loads((run / TEST_EVALUATION).read_text())
+    test = read_evaluation(run, test_set=True)
+    if test is not None:
         test_set.metric(f"Independent test set ({test['series']} series)", _score(test["final_score"]),
                         help="Every series of a dataset the run never trained on nor chose its epoch with "
                              "(python -m pipeline evaluate --run RUN --test-set DIR).")
@@ -143,8 +141,7 @@ def comparison(all_runs) -> None:
     rows = []
     for run in all_runs:
         epochs = [r for r in read_metrics(run) if r["kind"] == "epoch"]
-        evaluation_path = run / EVALUATION
-        final = json.loads(evaluation_path.read_text())["final_score"] if evaluation_path.is_file() else None
+        final = (read_evaluation(run) or {}).get("final_score")
         rows.append({"Run": run.name, "State": run_control.status(run).get("state"), "Epochs": len(epochs),
                      "Best validation": best_validation(epochs)[1],
                      "Final score": final})

@@ -32,6 +32,13 @@ EVALUATION = "evaluation.json"
 TEST_EVALUATION = "test_evaluation.json"
 
 
+def read_evaluation(run: str | os.PathLike, test_set: bool = False) -> dict | None:
+    """What `evaluate_run` wrote into ``run`` (``test_evaluation.json`` with ``test_set``), or
+    None before any evaluation."""
+    path = Path(run) / (TEST_EVALUATION if test_set else EVALUATION)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def calibration_table(labels: np.ndarray, scores: np.ndarray, bins: int = 5) -> list[dict]:
     edges = np.linspace(0.0, 1.0, bins + 1)
     table = []

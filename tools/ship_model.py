@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.evaluate import EVALUATION, TEST_EVALUATION  # noqa: E402
+from pipeline.evaluate import EVALUATION, TEST_EVALUATION, read_evaluation  # noqa: E402
 from pipeline.files import write_text  # noqa: E402
 from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS  # noqa: E402
 from pipeline.model import model_size  # noqa: E402
@@ -60,11 +60,6 @@ def _verdict(held_out, test) -> str:
             "and tried is in the README (\"Where the model stands\").")
 
 
-def _test_evaluation(run: Path) -> dict | None:
-    path = run / TEST_EVALUATION
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def _zoom(config: dict) -> str:
     zoom = config.get("zoom", 0.0)
     return f", magnified by a factor between {1 / (1 + zoom):.2f} and {1 + zoom:.2f}" if zoom else ""
@@ -80,8 +75,7 @@ def _test_set(test: dict | None) -> str:
 
 
 def card(run: Path) -> str:
-    evaluation = json.loads((run / EVALUATION).read_text())
-    test = _test_evaluation(run)
+    evaluation, test = read_evaluation(run), read_evaluation(run, test_set=True)
     config = json.loads((run / "config.json").read_text())
     status = json.loads((run / "status.json").read_text())
     model, meta = load_model(run / "best.pt")
