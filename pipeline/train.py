@@ -20,7 +20,9 @@ A run is a folder:
   unfinished epoch is dropped, ``last.pt`` keeps the last finished one.
 
 What it learns from: crops of ``crop`` voxels (48, 38 mm) cut at random from the training
-series' whole processed volumes (the build's cache), 37.5 % of them around an aneurysm, and
+series' whole processed volumes (the build's cache, held on the training device by
+`pipeline.crops`, where whole batches are cut, augmented and given their targets: a GPU is
+never left waiting for the host), 37.5 % of them around an aneurysm, and
 a heatmap target at stride 4: 1 within ``positive_radius_mm`` of a localizer, ignored up to
 ``ignore_radius_mm``, 0 everywhere else. A crop covers some 200 inference windows, so a run
 sees every part of every training series many times: the vessels, bifurcations, skull
@@ -35,10 +37,11 @@ the same) plus ``hard_negative_weight`` times the mean of each crop's ``hard_neg
 highest-loss negative cells: a series' score is its maximum over hundreds of windows, and
 without this term the few normal-vessel cells (carotid siphons, the basilar artery, the
 A2 pair) were a negligible part of the negative mean, so the network learnt "vessel near
-the circle of Willis" and scored its own training series at chance. Augmentation: intensity scale, shift and noise, a left-right
-flip of the patient's left-right axis (array axis 2 in the canonical SPL orientation) that
-swaps the Left and Right location labels with it, and for ``symmetry_share`` of the crops a
-random rotation/reflection that keeps the presence target and drops the location labels.
+the circle of Willis" and scored its own training series at chance. Augmentation
+(`pipeline.crops`): intensity scale, shift and noise, a left-right flip of the patient's
+left-right axis (array axis 2 in the canonical SPL orientation) that swaps the Left and
+Right location labels with it, and for ``symmetry_share`` of the crops a random
+rotation/reflection that keeps the presence target and drops the location labels.
 
 The location prior (`pipeline.locate`) is fitted on the training series' aneurysms and
 stored in the checkpoints' meta.
@@ -50,8 +53,7 @@ import hashlib
 import json
 import os
 import time
-from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -61,12 +63,13 @@ import torch.nn.functional as F
 
 from pipeline import __version__
 from pipeline.cubes import head_interior
+from pipeline.crops import Aneurysms, VolumeBank, cut_crops, heatmap_targets, plan_crops, vary_intensity
 from pipeline.dataset import DATASET_FILES, MANIFEST_NAME, load_processed
 from pipeline.files import write_json, write_text
-from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MIRROR_PERMUTATION
+from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS
 from pipeline.locate import LocationPrior, head_centre
 from pipeline.metrics import roc_auc, rsna_score
-from pipeline.model import CENTRE_REACH, INPUT_MULTIPLE, OUTPUT_STRIDE, AneurysmNet, ModelConfig
+from pipeline.model import INPUT_MULTIPLE, AneurysmNet, ModelConfig
 
 STATUS = "status.json"
 STOP_FILE = "STOP"
@@ -95,7 +98,6 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # "auto", "bf16" or "fp32"
     symmetry_share: float = 0.5  # share of crops rotated/reflected at random (presence only)
-    zoom: float = 0.0  # crops magnified by a factor drawn log-uniformly in [1/(1+zoom), 1+zoom] (0: none)
     series_validation_epochs: int = 5  # the last epochs also score the held-out series whole (picks best.pt)
     cube_validation_every: int = 3  # epochs between cube validations (and the last epoch)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -107,7 +109,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        values = dict(values)
+        """From `to_dict`'s output; options of earlier versions that no longer exist are left out."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in values.items() if key in known}
         values["datasets"] = tuple(values["datasets"])
         values["model"] = ModelConfig.from_dict(values["model"])
         return cls(**values)
@@ -206,141 +210,26 @@ def split_series(series: np.ndarray, labels: np.ndarray, share: float, seed: int
 
 
 # --------------------------------------------------------------------------------------
-# Crops and their heatmap targets
+# Batches of crops (`pipeline.crops`)
 
 
-class TrainingVolumes:
-    """The training series' processed volumes, read from the build's cache on first use and
-    kept (least recently used dropped first) while they fit in ``budget_bytes``."""
-
-    def __init__(self, paths: dict[str, Path], budget_bytes: int = 4 << 30):
-        self.paths, self.budget, self.held = paths, budget_bytes, 0
-        self._kept: OrderedDict[str, tuple[torch.Tensor, np.ndarray]] = OrderedDict()
-
-    def get(self, uid: str) -> tuple[torch.Tensor, np.ndarray]:
-        """The array (float16 tensor) and voxel spacing (mm) of a series."""
-        if uid in self._kept:
-            self._kept.move_to_end(uid)
-            return self._kept[uid]
-        volume = load_processed(self.paths[uid])
-        value = (torch.from_numpy(np.asarray(volume.array, dtype=np.float16)), np.asarray(volume.spacing, dtype=float))
-        self._kept[uid] = value
-        self.held += value[0].nbytes
-        while len(self._kept) > 1 and self.held > self.budget:
-            self.held -= self._kept.popitem(last=False)[1][0].nbytes
-        return value
-
-
-def crop_start(shape, size: int, target: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
-    """Where a ``size``-voxel crop starts in a volume of ``shape`` (padded with 0 up to
-    ``size`` where smaller): anywhere, or so that ``target`` lies at least 8 voxels inside."""
-    room = np.maximum(np.asarray(shape) - size, 0)
-    if target is None:
-        return np.array([rng.integers(0, r + 1) for r in room])
-    low = np.clip(np.ceil(target - size + CENTRE_REACH), 0, room).astype(int)
-    high = np.clip(np.floor(target - CENTRE_REACH), 0, room).astype(int)
-    return np.array([rng.integers(lo, max(lo, hi) + 1) for lo, hi in zip(low, high)])
-
-
-def cut_crop(array: torch.Tensor, start: np.ndarray, size: int) -> torch.Tensor:
-    """The crop at ``start`` as float32, padded with the builder's fill (0) past the volume."""
-    box = tuple(slice(int(a), int(a) + size) for a in start)
-    crop = array[box].float()
-    return F.pad(crop, [p for n in reversed(crop.shape) for p in (0, size - n)])
-
-
-def heatmap_targets(points: np.ndarray, locations: np.ndarray, size: int, spacing: np.ndarray,
-                    positive_mm: float, ignore_mm: float):
-    """Presence target, location label and weight of every output cell of a ``size``-voxel
-    crop, given its aneurysms (k, 3 voxels of the crop): 1 within ``positive_mm`` of an
-    aneurysm, weight 0 (ignored) up to ``ignore_mm``, 0 elsewhere."""
-    cells = size // OUTPUT_STRIDE
-    grid = np.stack(np.meshgrid(*[np.arange(cells)] * 3, indexing="ij"), axis=-1) * OUTPUT_STRIDE
-    label = np.zeros((cells,) * 3, np.float32)
-    location = np.full((cells,) * 3, -1, np.int64)
-    weight = np.ones((cells,) * 3, np.float32)
-    for point, index in zip(points, locations):
-        distance = np.linalg.norm((grid - point) * spacing, axis=-1)
-        weight[(distance > positive_mm) & (distance <= ignore_mm)] = 0.0
-        near = distance <= positive_mm
-        label[near], location[near], weight[near] = 1.0, index, 1.0
-    return torch.from_numpy(label), torch.from_numpy(location), torch.from_numpy(weight)
-
-
-MIRROR = np.asarray(MIRROR_PERMUTATION)
-
-
-def turn(crop: torch.Tensor, points: np.ndarray, locations: np.ndarray, spacing: np.ndarray,
-         rng: np.random.Generator, symmetry_share: float = 0.0):
-    """Spatial augmentation of a cubic crop (s, s, s) and its aneurysms (k, 3 voxels of the
-    crop), moved together so that the targets stay exact: a left-right flip half the time
-    (x, array axis 2 of the canonical SPL orientation, is the patient's left-right axis: the
-    Left and Right location labels swap with it), and for a ``symmetry_share`` of the crops a
-    random rotation/reflection (a dome is a dome whichever way it points), after which the
-    location labels are unknown (-1)."""
-    size = crop.shape[-1]
-    points, locations, spacing = points.astype(float).copy(), locations.copy(), spacing.copy()
-    if rng.random() < 0.5:
-        crop = crop.flip(-1)
-        points[:, 2] = size - 1 - points[:, 2]
-        locations = np.where(locations >= 0, MIRROR[np.maximum(locations, 0)], locations)
-    if rng.random() < symmetry_share:
-        axes = rng.permutation(3)
-        flips = [a for a in range(3) if rng.random() < 0.5]
-        crop = crop.permute(*axes.tolist())
-        points, spacing = points[:, axes], spacing[axes]
-        if flips:
-            crop = crop.flip(flips)
-            points[:, flips] = size - 1 - points[:, flips]
-        locations = np.full_like(locations, -1)
-    return crop.contiguous(), points, locations, spacing
-
-
-def zoomed(crop: torch.Tensor, points: np.ndarray, spacing: np.ndarray, size: int):
-    """A cubic crop resampled (trilinear) to ``size`` voxels a side, with its aneurysm points
-    and voxel spacing (mm, of the magnified image: targets keep their size in the patient)."""
-    if crop.shape[-1] == size:
-        return crop, points, spacing
-    factor = size / crop.shape[-1]
-    crop = F.interpolate(crop[None, None], size=(size,) * 3, mode="trilinear", align_corners=False)[0, 0]
-    return crop, (np.asarray(points, float) + 0.5) * factor - 0.5, np.asarray(spacing, float) / factor
-
-
-def draw_batch(volumes: TrainingVolumes, data: CubeData, series: list[str], positive_series: list[str],
-               config: TrainConfig, rng: np.random.Generator):
-    """``batch_size`` augmented crops (B, 1, s, s, s) and their targets (B, c, c, c) each:
-    presence, location (-1: none), weight. Half the crops come from series with an
+def draw_batch(bank: VolumeBank, aneurysms: Aneurysms, config: TrainConfig, rng: np.random.Generator):
+    """``batch_size`` augmented crops (B, 1, s, s, s) from the series the bank holds (whose
+    ``aneurysms`` are given), and their targets (B, c, c, c) each: presence, location (-1:
+    none), weight; all on the bank's device. Half the crops come from series with an
     aneurysm; of those, ``positive_crop_share`` are drawn around one of their aneurysms."""
-    crops, targets = [], []
-    for _ in range(config.batch_size):
-        pool = positive_series if positive_series and rng.random() < 0.5 else series
-        uid = pool[int(rng.integers(len(pool)))]
-        array, spacing = volumes.get(uid)
-        aneurysms = data.aneurysms.get(uid, np.zeros((0, 3)))
-        around = len(aneurysms) and rng.random() < config.positive_crop_share
-        target = aneurysms[int(rng.integers(len(aneurysms)))] if around else None
-        factor = float(np.exp(rng.uniform(-1, 1) * np.log1p(config.zoom))) if config.zoom > 0 else 1.0
-        source = int(round(config.crop / factor))  # voxels of the volume that fill the crop
-        start = crop_start(array.shape, source, target, rng)
-        crop, points, spacing = zoomed(cut_crop(array, start, source), aneurysms - start, spacing, config.crop)
-        crop, points, locations, spacing = turn(
-            crop, points, data.aneurysm_locations.get(uid, np.zeros(0, np.int64)), spacing, rng, config.symmetry_share)
-        crops.append(crop)
-        targets.append(heatmap_targets(points, locations, config.crop, spacing, config.positive_radius_mm,
-                                       config.ignore_radius_mm))
-    label, location, weight = (torch.stack(t) for t in zip(*targets))
-    crops = torch.stack(crops)[:, None]
-    return vary_intensity(crops, rng), label, location, weight
-
-
-def vary_intensity(crops: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Per crop: intensity scale (+-10 %), shift (+-0.05) and Gaussian noise (sd up to 0.02)."""
-    n = crops.shape[0]
-    scale = torch.from_numpy(1.0 + 0.2 * (rng.random(n) - 0.5)).float().view(n, 1, 1, 1, 1)
-    shift = torch.from_numpy(0.1 * (rng.random(n) - 0.5)).float().view(n, 1, 1, 1, 1)
-    sd = torch.from_numpy(0.02 * rng.random(n)).float().view(n, 1, 1, 1, 1)
-    noise = torch.randn(crops.shape, generator=torch.Generator().manual_seed(int(rng.integers(2 ** 62))))
-    return crops * scale + shift + sd * noise
+    size = config.batch_size
+    volumes = rng.integers(len(bank.uids), size=size)
+    positive = np.flatnonzero(aneurysms.counts > 0)
+    if len(positive):
+        volumes = np.where(rng.random(size) < 0.5, positive[rng.integers(len(positive), size=size)], volumes)
+    counts = aneurysms.counts[volumes]
+    around = np.where((counts > 0) & (rng.random(size) < config.positive_crop_share),
+                      np.floor(rng.random(size) * counts).astype(np.int64), -1)
+    plans = plan_crops(bank, aneurysms, volumes, around, config.crop, rng, config.symmetry_share)
+    crops = vary_intensity(cut_crops(bank, plans, config.crop)[:, None], rng)
+    return (crops, *heatmap_targets(plans, config.crop, config.positive_radius_mm, config.ignore_radius_mm,
+                                    bank.device))
 
 
 def fit_location_prior(data: CubeData, series: list[str]) -> LocationPrior | None:
@@ -369,6 +258,13 @@ def _device_and_precision(precision: str) -> tuple[torch.device, torch.dtype | N
     if precision == "bf16" or device.type == "cuda" or torch.cpu._is_avx512_bf16_supported():
         return device, torch.bfloat16
     return device, None
+
+
+def _bank_budget(device: torch.device) -> int:
+    """Memory for the training volumes: half of what the GPU has free, 4 GiB on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    return 4 << 30
 
 
 def _save(path: Path, value: dict) -> None:
@@ -460,12 +356,14 @@ def train(
         raise FileNotFoundError(f"{len(missing)} training series have no processed volume in the build's cache "
                                 f"(e.g. {missing[0]}): rebuild the dataset with `python -m pipeline build`.")
     data.location_prior = fit_location_prior(data, split["train"])
-    volumes = TrainingVolumes({uid: data.volumes[uid] for uid in split["train"]})
+    bank = VolumeBank(device, _bank_budget(device))
     validation_index = torch.arange(len(data.labels))
 
     torch.manual_seed(config.seed)
+    torch.backends.cudnn.benchmark = True  # every step has the same shapes
     model = AneurysmNet(config.model).to(device).to(memory_format=torch.channels_last_3d)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
+                                  fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate,
                                                     total_steps=config.epochs * config.steps_per_epoch, pct_start=0.15)
     first_epoch, best_score = 1, -1.0
@@ -487,8 +385,10 @@ def train(
     record: dict = {}
     try:
         for epoch in range(first_epoch, config.epochs + 1):
-            record = _epoch(run, epoch, config, data, volumes, split["train"], model, optimizer, scheduler,
-                            validation_index, device, autocast_dtype, progress)
+            paths = {uid: data.volumes[uid] for uid in split["train"]}
+            bank.hold({uid: paths[uid] for uid in bank.working_set(paths, np.random.default_rng([config.seed, epoch, 1]))})
+            record = _epoch(run, epoch, config, data, bank, model, optimizer, scheduler, validation_index, device,
+                            autocast_dtype, progress)
             if record is None:  # stopped in the middle of the epoch: it does not count
                 status.update(state="stopped")
                 break
@@ -525,42 +425,45 @@ def train(
     return record
 
 
-def _epoch(run, epoch, config, data, volumes, series, model, optimizer, scheduler, validation_index, device,
-           autocast_dtype, progress) -> dict | None:
-    """One epoch (``steps_per_epoch`` batches of crops, drawn from a generator seeded by the
-    epoch so that a resumed run draws the same ones) then validation; None if a STOP file
-    interrupted it."""
+def _epoch(run, epoch, config, data, bank, model, optimizer, scheduler, validation_index, device, autocast_dtype,
+           progress) -> dict | None:
+    """One epoch (``steps_per_epoch`` batches of crops from the series the bank holds, drawn
+    from a generator seeded by the epoch so that a resumed run draws the same ones) then
+    validation; None if a STOP file interrupted it. Nothing waits for the device but the
+    loss read every ``STEP_LOG_EVERY`` steps."""
     rng = np.random.default_rng([config.seed, epoch])
-    positive_series = [uid for uid in series if uid in data.aneurysms]
+    aneurysms = Aneurysms.of(bank.uids, data.aneurysms, data.aneurysm_locations)
     model.train()
     equivalents = config.crop ** 3 / config.model.cube ** 3  # 48-voxel cubes per crop, by voxels
     start, seen, losses = time.perf_counter(), 0, []
     for step in range(1, config.steps_per_epoch + 1):
-        crops, label, location, weight = draw_batch(volumes, data, series, positive_series, config, rng)
-        loss = heatmap_loss(model, crops.to(device).contiguous(memory_format=torch.channels_last_3d), label.to(device),
-                            location.to(device), weight.to(device), config, autocast_dtype, device)
+        crops, label, location, weight = draw_batch(bank, aneurysms, config, rng)
+        loss = heatmap_loss(model, crops.contiguous(memory_format=torch.channels_last_3d), label, location, weight,
+                            config, autocast_dtype, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         seen += len(crops)
-        losses.append(loss.item())
+        losses.append(loss.detach())
         if step % STEP_LOG_EVERY == 0:
+            recent = float(torch.stack(losses[-STEP_LOG_EVERY:]).mean())  # waits for the device
             rate = seen / (time.perf_counter() - start)
             line = {"kind": "step", "epoch": epoch, "step": (epoch - 1) * config.steps_per_epoch + step,
-                    "loss": float(np.mean(losses[-STEP_LOG_EVERY:])), "learning_rate": scheduler.get_last_lr()[0],
+                    "loss": recent, "learning_rate": scheduler.get_last_lr()[0],
                     "crops_per_second": rate, "cubes_per_second": rate * equivalents}
             _log(run, line)
             if progress:
                 progress(line)
         if (run / STOP_FILE).exists():
             return None
+    train_loss = float(torch.stack(losses).mean()) if losses else None
     train_seconds = time.perf_counter() - start
     measure = epoch % max(config.cube_validation_every, 1) == 0 or epoch == config.epochs
     evaluation = evaluate_cubes(model, data, validation_index if measure else validation_index[:0], device,
                                 autocast_dtype)
     rate = seen / max(train_seconds, 1e-9)
-    return {"kind": "epoch", "epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
+    return {"kind": "epoch", "epoch": epoch, "train_loss": train_loss,
             "learning_rate": scheduler.get_last_lr()[0], "crops_per_second": rate,
             "cubes_per_second": rate * equivalents, "seconds": train_seconds, **evaluation}
 
@@ -568,23 +471,25 @@ def _epoch(run, epoch, config, data, volumes, series, model, optimizer, schedule
 def heatmap_loss(model, crops, label, location, weight, config: TrainConfig, autocast_dtype, device) -> torch.Tensor:
     """Presence: mean over positive cells + mean over negative cells + ``hard_negative_weight``
     x mean over the ``hard_negatives`` worst negative cells; location: cross-entropy over the
-    positive cells with a known location, x ``location_weight``. Ignored cells count nowhere."""
+    positive cells with a known location, x ``location_weight``. Ignored cells count nowhere;
+    an empty class adds 0. Masked sums rather than boolean indexing: nothing here waits for
+    the device."""
     with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
         output = model.dense(crops)
     losses = F.binary_cross_entropy_with_logits(output["presence"].float(), label, reduction="none")
-    positive, negative = (label > 0) & (weight > 0), (label == 0) & (weight > 0)
-    negatives = losses[negative]
-    loss = negatives.mean() if len(negatives) else losses.sum() * 0
-    if len(negatives) and config.hard_negatives > 0:  # per crop: its worst negative cells
-        worst = torch.where(negative, losses, torch.zeros_like(losses)).flatten(1)
-        loss = loss + config.hard_negative_weight * worst.topk(config.hard_negatives, dim=1).values.mean()
-    if positive.any():
-        loss = loss + losses[positive].mean()
-    known = positive & (location >= 0)
-    if known.any():
-        logits = output["location"].float().permute(0, 2, 3, 4, 1)[known]
-        loss = loss + config.location_weight * F.cross_entropy(logits, location[known])
-    return loss
+    positive, negative = ((label > 0) & (weight > 0)).float(), ((label == 0) & (weight > 0)).float()
+    loss = _masked_mean(losses, negative) + _masked_mean(losses, positive)
+    if config.hard_negatives > 0:  # per crop: its worst negative cells
+        worst = (losses * negative).flatten(1).topk(config.hard_negatives, dim=1).values
+        loss = loss + config.hard_negative_weight * worst.mean()
+    known = positive * (location >= 0)
+    cross_entropy = F.cross_entropy(output["location"].float(), location.clamp(min=0), reduction="none")
+    return loss + config.location_weight * _masked_mean(cross_entropy, known)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` is 1; 0 where it is 1 nowhere."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 def evaluate_series(model, meta: dict, data: CubeData, series: list[str], device) -> dict:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import numpy as np
 import pytest
 import torch
 
 from pipeline.labels import LOCATIONS
-from pipeline.train import STATUS, STOP_FILE, TrainConfig, crop_start, cut_crop, heatmap_targets, load_cubes, \
-    load_model, series_labels, read_metrics, resolve_datasets, split_series, train, turn, zoomed
+from pipeline.crops import Aneurysms, CropPlans, VolumeBank, crop_starts, cut_crops, heatmap_targets, plan_crops
+from pipeline.train import STATUS, STOP_FILE, TrainConfig, load_cubes, load_model, series_labels, read_metrics, \
+    resolve_datasets, split_series, train
 
 LEFT_MCA = LOCATIONS.index("Left Middle Cerebral Artery")
 RIGHT_MCA = LOCATIONS.index("Right Middle Cerebral Artery")
@@ -33,76 +35,126 @@ def test_split_is_by_series_and_keeps_both_classes():
     assert split == split_series(series, labels, 0.25, seed=0)
 
 
+def _bank(*arrays, spacing=0.8) -> VolumeBank:
+    bank = VolumeBank("cpu")
+    bank.fill((f"s{i}", np.asarray(a, np.float16), np.full(3, spacing)) for i, a in enumerate(arrays))
+    return bank
+
+
+def _plans(points, locations, spacing=(0.8, 0.8, 0.8), volume=0, start=(0, 0, 0), axes=(0, 1, 2),
+           flips=(False, False, False)) -> CropPlans:
+    """One crop's plan (a batch of one)."""
+    points = np.asarray(points, float).reshape(1, -1, 3)
+    present = np.ones(points.shape[:2], bool)
+    if points.shape[1] == 0:
+        points, present = np.zeros((1, 1, 3)), np.zeros((1, 1), bool)
+    locations = np.asarray(locations, np.int64).reshape(1, -1) if present.any() else np.full((1, 1), -1)
+    return CropPlans(np.array([volume]), np.array([start]), np.array([axes]), np.array([flips]), points, locations,
+                     present, np.array([spacing], float))
+
+
+def _join(*plans: CropPlans) -> CropPlans:
+    return CropPlans(*(np.concatenate([getattr(p, f.name) for p in plans]) for f in fields(CropPlans)))
+
+
 def test_heatmap_targets_are_spheres_around_the_localizer_with_an_ignored_ring():
     point = np.array([[30.0, 34.0, 21.0]])
-    label, location, weight = heatmap_targets(point, np.array([LEFT_MCA]), 64, np.array([0.8, 0.8, 0.8]), 4.0, 10.0)
-    assert label.shape == location.shape == weight.shape == (16, 16, 16)
+    label, location, weight = heatmap_targets(_join(_plans(point, [LEFT_MCA]), _plans(np.zeros((0, 3)), [])),
+                                              64, 4.0, 10.0)
+    assert label.shape == location.shape == weight.shape == (2, 16, 16, 16)
     centres = np.stack(np.meshgrid(*[np.arange(16)] * 3, indexing="ij"), axis=-1) * 4
     distance = np.linalg.norm((centres - point) * 0.8, axis=-1)
-    assert (label.numpy() == (distance <= 4.0)).all() and label.sum() > 0
-    assert (location.numpy()[label.numpy() > 0] == LEFT_MCA).all() and (location.numpy()[label.numpy() == 0] == -1).all()
-    assert (weight.numpy() == ~((distance > 4.0) & (distance <= 10.0))).all()
+    assert (label[0].numpy() == (distance <= 4.0)).all() and label[0].sum() > 0
+    assert (location[0].numpy()[label[0].numpy() > 0] == LEFT_MCA).all()
+    assert (location[0].numpy()[label[0].numpy() == 0] == -1).all()
+    assert (weight[0].numpy() == ~((distance > 4.0) & (distance <= 10.0))).all()
+    assert label[1].sum() == 0 and (weight[1] == 1).all() and (location[1] == -1).all()  # a crop without one
 
 
-def _marked_crop(point):
-    crop = torch.zeros(64, 64, 64)
-    crop[tuple(int(v) for v in point)] = 1.0
-    return crop
+def test_two_aneurysms_in_one_crop_each_label_their_own_cells():
+    points = np.array([[12.0, 12.0, 12.0], [44.0, 44.0, 44.0]])
+    label, location, weight = heatmap_targets(_plans(points, [LEFT_MCA, RIGHT_MCA], (0.5, 0.5, 0.5)), 64, 4.0, 10.0)
+    assert location[0, 3, 3, 3] == LEFT_MCA and location[0, 11, 11, 11] == RIGHT_MCA
+    assert label[0, 3, 3, 5] == 1 and label[0, 3, 3, 6] == 0 and weight[0, 3, 3, 6] == 0  # 4 mm: in; 6 mm: ignored
+    assert label.sum() == 2 * 33  # a 4 mm ball on 2 mm cells (|offset|^2 <= 4 cells), twice
+
+
+def _marked(shape, point):
+    volume = np.zeros(shape, np.float32)
+    volume[tuple(int(v) for v in point)] = 1.0
+    return volume
+
+
+def _around(bank, point, seeds, symmetry_share=0.0):
+    """Plans of crops around the one aneurysm of the bank's one volume, one per seed."""
+    aneurysms = Aneurysms.of(bank.uids, {bank.uids[0]: point}, {bank.uids[0]: np.array([LEFT_MCA])})
+    return plan_crops(bank, aneurysms, np.zeros(seeds, int), np.zeros(seeds, int), 64, np.random.default_rng(0),
+                      symmetry_share)
 
 
 def test_left_right_flip_moves_the_aneurysm_with_the_image_and_swaps_the_label():
-    point = np.array([[20.0, 30.0, 10.0]])
-    flipped = 0
-    for seed in range(12):
-        crop, points, locations, _ = turn(_marked_crop(point[0]), point, np.array([LEFT_MCA]), np.full(3, 0.8),
-                                          np.random.default_rng(seed))
-        assert crop[tuple(int(v) for v in points[0])] == 1.0  # the target follows the image exactly
-        if points[0, 2] != 10.0:
-            flipped += 1
-            assert points[0, 2] == 53.0 and locations[0] == RIGHT_MCA
+    point = np.array([[40.0, 50.0, 30.0]])
+    bank = _bank(_marked((90, 100, 80), point[0]))
+    plans = _around(bank, point, 12)
+    crops = cut_crops(bank, plans, 64)
+    for crop, start, flips, points, locations in zip(crops, plans.starts, plans.flips, plans.points, plans.locations):
+        assert crop[tuple(int(v) for v in points[0])] == 1.0 and crop.sum() == 1.0  # the target follows the image
+        unflipped = point[0] - start
+        assert ((unflipped >= 8) & (unflipped < 56)).all()  # around the aneurysm: at least 8 voxels inside
+        if flips[2]:
+            assert points[0].tolist() == [*unflipped[:2], 63 - unflipped[2]] and locations[0] == RIGHT_MCA
         else:
-            assert locations[0] == LEFT_MCA
-    assert 0 < flipped < 12
+            assert points[0].tolist() == unflipped.tolist() and locations[0] == LEFT_MCA
+    assert 0 < plans.flips[:, 2].sum() < 12 and not plans.flips[:, :2].any() and (plans.axes == [0, 1, 2]).all()
 
 
 def test_rotated_crops_keep_their_aneurysm_under_the_target_and_lose_the_location():
-    point = np.array([[20.0, 30.0, 10.0]])
-    moved = 0
-    for seed in range(12):
-        crop, points, locations, _ = turn(_marked_crop(point[0]), point, np.array([LEFT_MCA]), np.full(3, 0.8),
-                                          np.random.default_rng(seed), symmetry_share=1.0)
+    point = np.array([[40.0, 50.0, 30.0]])
+    bank = _bank(_marked((90, 100, 80), point[0]))
+    bank.spacings[0] = [0.5, 0.6, 0.7]
+    plans = _around(bank, point, 24, symmetry_share=1.0)
+    crops = cut_crops(bank, plans, 64)
+    for crop, points in zip(crops, plans.points):
         assert crop[tuple(int(v) for v in points[0])] == 1.0
-        assert locations[0] == -1  # which artery is unknown once the crop has been turned
-        moved += sorted(points[0].tolist()) != [10.0, 20.0, 30.0] or points[0].tolist() != [20.0, 30.0, 10.0]
-    assert moved > 6
-
-
-def test_zoomed_crops_keep_their_aneurysm_under_the_target_at_its_size_in_mm():
-    grid = np.stack(np.meshgrid(*[np.arange(40)] * 3, indexing="ij"), axis=-1)
-    point = np.array([[14.0, 22.0, 27.0]])
-    ball = torch.from_numpy(np.exp(-((grid - point[0]) ** 2).sum(-1) / 4.0)).float()  # a blob, sd ~1.4 voxels
-    for size in (48, 32):  # magnified, then shrunk
-        crop, points, spacing = zoomed(ball, point, np.full(3, 0.8), size)
-        assert crop.shape == (size,) * 3
-        peak = np.unravel_index(int(crop.argmax()), crop.shape)
-        assert np.abs(np.array(peak) - points[0]).max() <= 0.6  # the point moved with the image
-        assert spacing == pytest.approx(np.full(3, 0.8 * 40 / size))
-        label, _, _ = heatmap_targets(points, np.array([LEFT_MCA]), size, spacing, 4.0, 10.0)
-        cells = np.argwhere(label.numpy() > 0) * 4
-        assert np.linalg.norm((cells - points[0]) * spacing, axis=1).max() <= 4.0  # 4 mm in the patient
+    assert (plans.locations == -1).all()  # which artery is unknown once the crop has been turned
+    assert (plans.spacings == np.array([0.5, 0.6, 0.7])[plans.axes]).all()  # millimetres turn with the axes
+    assert len({(tuple(a), tuple(f)) for a, f in zip(plans.axes, plans.flips)}) > 12
 
 
 def test_crops_around_an_aneurysm_hold_it_and_small_volumes_are_padded():
     rng = np.random.default_rng(0)
-    for _ in range(50):
-        start = crop_start((100, 120, 90), 64, np.array([50.0, 7.0, 85.0]), rng)
-        assert ((start >= 0) & (start + 64 <= np.array([100, 120, 90]))).all()
-        inside = np.array([50.0, 7.0, 85.0]) - start
-        assert ((inside >= 0) & (inside < 64)).all()
-    array = torch.ones(40, 70, 70, dtype=torch.float16)
-    crop = cut_crop(array, crop_start(array.shape, 64, None, rng), 64)
+    target = np.array([[50.0, 7.0, 85.0]])
+    starts = crop_starts(np.repeat([[100, 120, 90]], 50, axis=0), 64, np.repeat(target, 50, axis=0), rng)
+    assert ((starts >= 0) & (starts + 64 <= np.array([100, 120, 90]))).all()
+    inside = target - starts
+    assert ((inside >= 0) & (inside < 64)).all() and len(np.unique(starts, axis=0)) > 10
+    bank = _bank(np.full((100, 100, 100), 0.5), np.ones((40, 70, 70)))  # the second is shorter than a crop
+    start = crop_starts(bank.shapes[1:], 64, np.full((1, 3), np.nan), rng)[0]
+    crop = cut_crops(bank, _plans(np.zeros((0, 3)), [], volume=1, start=start), 64)[0]
     assert crop.shape == (64, 64, 64) and crop.dtype == torch.float32
     assert crop[:40].min() == 1.0 and crop[40:].max() == 0.0  # the builder's fill beyond the volume
+    turned = cut_crops(bank, _plans(np.zeros((0, 3)), [], volume=1, axes=(2, 1, 0), flips=(False, False, True)), 64)[0]
+    assert turned.sum() == 40 * 64 * 64 and turned[..., :24].max() == 0.0  # the padding turns with the crop
+
+
+def test_a_volume_bank_holds_what_fits_its_budget(tmp_path):
+    from pipeline.dataset import save_processed
+    from pipeline.volume import Volume
+
+    paths = {}
+    for i in range(6):
+        paths[f"s{i}"] = tmp_path / f"s{i}.npz"
+        save_processed(paths[f"s{i}"], Volume(np.full((20, 30, 40), i, np.float32), np.diag([0.8, 0.8, 0.8, 1.0]),
+                                              "CTA", f"s{i}"))
+    everything = VolumeBank("cpu", budget_bytes=6 * 2 * 20 * 30 * 40)
+    assert everything.working_set(paths, np.random.default_rng(0)) == sorted(paths)
+    bank = VolumeBank("cpu", budget_bytes=2 * 2 * 20 * 30 * 40)
+    chosen = [bank.working_set(paths, np.random.default_rng(seed)) for seed in range(5)]
+    assert all(len(c) == 2 for c in chosen) and len({tuple(c) for c in chosen}) > 1  # each epoch its own share
+    bank.hold({uid: paths[uid] for uid in chosen[0]})
+    assert bank.uids == chosen[0] and bank.data.numel() == 2 * 20 * 30 * 40
+    crop = cut_crops(bank, _plans(np.zeros((0, 3)), [], volume=1), 16)[0]
+    assert (crop == int(chosen[0][1][1:])).all()  # the second volume held, read back whole
 
 
 def test_only_the_kept_series_cubes_are_loaded_but_every_series_aneurysms_are(config):

@@ -1,0 +1,239 @@
+"""Training crops, drawn a batch at a time on the training device.
+
+The training series' processed volumes (the build's cache) sit in one flat float16 tensor
+on the device (`VolumeBank`: GPU memory when training on CUDA). A batch of crops is one
+gather from it: each crop's position, left-right flip, rotation/reflection and zero padding
+are folded into the gather's indices (`CropPlan`, drawn on the host), so a step moves a
+few kilobytes of crop geometry to the device and nothing else; the heatmap targets and the
+intensity augmentation are computed there too. A GPU stays fed that way, and the CPU runs
+the same code (it replaced per-crop slicing, flips and copies, per-crop numpy targets and
+host-side noise).
+
+Spatial augmentation moves the crop and its aneurysm points together, so the targets stay
+exact: a left-right flip half the time (x, array axis 2 of the canonical SPL orientation,
+is the patient's left-right axis: the Left and Right location labels swap with it), and for
+``symmetry_share`` of the crops a random rotation/reflection (a dome is a dome whichever way
+it points), after which the location labels are unknown (-1).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.dataset import load_processed
+from pipeline.labels import MIRROR_PERMUTATION
+from pipeline.model import CENTRE_REACH, OUTPUT_STRIDE
+
+MIRROR = np.asarray(MIRROR_PERMUTATION)
+LOAD_THREADS = 8
+
+
+def processed_nbytes(path: Path) -> int:
+    """Bytes a cached processed volume takes as float16, read from the file's array header."""
+    with zipfile.ZipFile(path) as archive, archive.open("array.npy") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape = read_header(handle)[0]
+    return 2 * int(np.prod(shape))
+
+
+class VolumeBank:
+    """Processed volumes in one flat float16 tensor on ``device``, at most ``budget_bytes``."""
+
+    def __init__(self, device: torch.device | str = "cpu", budget_bytes: int = 4 << 30):
+        self.device, self.budget = torch.device(device), budget_bytes
+        self.uids: list[str] = []
+        self.index: dict[str, int] = {}
+        self.offsets = np.zeros(0, np.int64)
+        self.shapes = np.zeros((0, 3), np.int64)
+        self.spacings = np.zeros((0, 3), float)
+        self.data = torch.zeros(0, dtype=torch.float16, device=self.device)
+        self._nbytes: dict[str, int] = {}
+
+    def nbytes(self, uid: str, path: Path) -> int:
+        """Bytes a series takes in the bank (read once from its file's header)."""
+        if uid not in self._nbytes:
+            self._nbytes[uid] = processed_nbytes(path)
+        return self._nbytes[uid]
+
+    def working_set(self, paths: dict[str, Path], rng: np.random.Generator) -> list[str]:
+        """All the series when they fit in the budget; else a random subset that does (the
+        series of one epoch, when the training set is larger than the device's memory)."""
+        sizes = {uid: self.nbytes(uid, path) for uid, path in paths.items()}
+        if sum(sizes.values()) <= self.budget:
+            return sorted(paths)
+        chosen, total = [], 0
+        for uid in rng.permutation(sorted(paths)):
+            if total + sizes[uid] <= self.budget or not chosen:
+                chosen.append(str(uid))
+                total += sizes[uid]
+        return sorted(chosen)
+
+    def hold(self, paths: dict[str, Path]) -> None:
+        """Hold exactly these series (path by SeriesInstanceUID), read in parallel; nothing
+        is read again when they are already held."""
+        if sorted(paths) == self.uids:
+            return
+        self.data = torch.zeros(0, dtype=torch.float16, device=self.device)  # free the old set first
+        with ThreadPoolExecutor(LOAD_THREADS) as pool:
+            self.fill(pool.map(lambda uid: (uid, *_read_volume(paths[uid])), sorted(paths)),
+                      sum(self.nbytes(uid, path) for uid, path in paths.items()) // 2)
+
+    def fill(self, volumes, voxels: int | None = None) -> None:
+        """Hold ``volumes``, an iterable of (uid, float16 array, spacing mm); ``voxels``, their
+        total when known, lets the tensor be allocated once and filled as they arrive."""
+        volumes = iter(volumes) if voxels is not None else list(volumes)
+        if voxels is None:
+            voxels = sum(array.size for _, array, _ in volumes)
+        self.data = torch.empty(voxels, dtype=torch.float16, device=self.device)
+        uids, offsets, shapes, spacings, offset = [], [], [], [], 0
+        for uid, array, spacing in volumes:
+            self.data[offset:offset + array.size].copy_(torch.from_numpy(array.reshape(-1)))
+            uids.append(uid), offsets.append(offset), shapes.append(array.shape), spacings.append(spacing)
+            offset += array.size
+        self.uids, self.index = uids, {uid: i for i, uid in enumerate(uids)}
+        self.offsets, self.shapes = np.asarray(offsets, np.int64), np.asarray(shapes, np.int64).reshape(-1, 3)
+        self.spacings = np.asarray(spacings, float).reshape(-1, 3)
+
+
+def _read_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    volume = load_processed(path)
+    return np.ascontiguousarray(volume.array, dtype=np.float16), np.asarray(volume.spacing, float)
+
+
+@dataclass(frozen=True)
+class Aneurysms:
+    """The aneurysms of the series a bank holds, padded to the most in one series."""
+
+    points: np.ndarray  # (n, k, 3) volume voxels
+    locations: np.ndarray  # (n, k) location indices, -1 past a series' own
+    counts: np.ndarray  # (n,)
+
+    @classmethod
+    def of(cls, uids: list[str], points: dict[str, np.ndarray], locations: dict[str, np.ndarray]) -> "Aneurysms":
+        """From per-series (k, 3) points and (k,) locations (series without any may be absent)."""
+        counts = np.array([len(points.get(uid, ())) for uid in uids], np.int64)
+        padded = np.zeros((len(uids), max(1, counts.max(initial=0)), 3))
+        labels = np.full(padded.shape[:2], -1, np.int64)
+        for i, uid in enumerate(uids):
+            if counts[i]:
+                padded[i, :counts[i]], labels[i, :counts[i]] = points[uid], locations[uid]
+        return cls(padded, labels, counts)
+
+
+@dataclass(frozen=True)
+class CropPlans:
+    """Where a batch of training crops come from and what each holds, in the crop's own axes."""
+
+    volumes: np.ndarray  # (B,) index in the bank
+    starts: np.ndarray  # (B, 3) the volume voxel at the crop's corner, in the volume's axes
+    axes: np.ndarray  # (B, 3) crop axis o shows volume axis axes[o]
+    flips: np.ndarray  # (B, 3) bool: crop axis o runs backwards
+    points: np.ndarray  # (B, k, 3) aneurysms, crop voxels
+    locations: np.ndarray  # (B, k) location indices; Left/Right swapped when mirrored, -1 once rotated
+    present: np.ndarray  # (B, k) bool: a real aneurysm (rows are padded)
+    spacings: np.ndarray  # (B, 3) mm per voxel along the crop's axes
+
+
+def crop_starts(shapes: np.ndarray, size: int, targets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Where ``size``-voxel crops start in volumes of ``shapes`` (B, 3; padded with 0 up to
+    ``size`` where smaller): anywhere, or, for the rows of ``targets`` (B, 3) that are not
+    NaN, so that the target lies at least 8 voxels inside."""
+    room = np.maximum(np.asarray(shapes) - size, 0)
+    aimed = ~np.isnan(targets)
+    targets = np.where(aimed, targets, 0.0)
+    low = np.where(aimed, np.clip(np.ceil(targets - size + CENTRE_REACH), 0, room), 0).astype(np.int64)
+    high = np.where(aimed, np.clip(np.floor(targets - CENTRE_REACH), 0, room), room).astype(np.int64)
+    high = np.maximum(low, high)
+    return low + np.floor(rng.random(low.shape) * (high - low + 1)).astype(np.int64)
+
+
+def plan_crops(bank: VolumeBank, aneurysms: Aneurysms, volumes: np.ndarray, around: np.ndarray, size: int,
+               rng: np.random.Generator, symmetry_share: float = 0.0) -> CropPlans:
+    """Crops of the bank's ``volumes`` (B,): anywhere (``around`` -1) or around aneurysm
+    ``around`` of their series; a left-right flip half the time and, for ``symmetry_share``
+    of the crops, a random rotation/reflection (uniform over the 48 of the cube), which
+    drops the location labels."""
+    n = len(volumes)
+    points = aneurysms.points[volumes]
+    targets = np.where(around[:, None] >= 0, points[np.arange(n), np.maximum(around, 0)], np.nan)
+    starts = crop_starts(bank.shapes[volumes], size, targets, rng)
+    mirrored, turned = rng.random(n) < 0.5, rng.random(n) < symmetry_share
+    axes = np.where(turned[:, None], rng.permuted(np.tile(np.arange(3), (n, 1)), axis=1), np.arange(3))
+    flips = np.where(turned[:, None], rng.random((n, 3)) < 0.5, np.array([False, False, True]) & mirrored[:, None])
+    locations = aneurysms.locations[volumes]
+    known = locations >= 0
+    locations = np.where(known & (mirrored & ~turned)[:, None], MIRROR[np.maximum(locations, 0)], locations)
+    locations = np.where(turned[:, None], -1, locations)
+    points = np.take_along_axis(points - starts[:, None], axes[:, None], axis=2)
+    points = np.where(flips[:, None], size - 1 - points, points)
+    present = np.arange(points.shape[1]) < aneurysms.counts[volumes][:, None]
+    return CropPlans(volumes, starts, axes, flips, points, locations, present,
+                     np.take_along_axis(bank.spacings[volumes], axes, axis=1))
+
+
+def cut_crops(bank: VolumeBank, plans: CropPlans, size: int) -> torch.Tensor:
+    """The planned crops (B, s, s, s) as float32 on the bank's device, 0 (the builder's fill)
+    past a volume's edge: one gather, the orientation folded into its indices."""
+    shapes = bank.shapes[plans.volumes]
+    strides = np.stack([shapes[:, 1] * shapes[:, 2], shapes[:, 2], np.ones(len(shapes), np.int64)], axis=1)
+    steps = np.arange(size)
+    along = np.where(plans.flips[..., None], size - 1 - steps, steps)  # (B, 3, s): crop axis o, step t
+    voxels = np.take_along_axis(plans.starts, plans.axes, axis=1)[..., None] + along  # in volume axis axes[o]
+    inside = voxels < np.take_along_axis(shapes, plans.axes, axis=1)[..., None]
+    offsets = np.where(inside, voxels, 0) * np.take_along_axis(strides, plans.axes, axis=1)[..., None]
+    offsets[:, 0] += bank.offsets[plans.volumes][:, None]
+    offsets = _to_device(offsets, bank.device)
+    index = offsets[:, 0, :, None, None] + offsets[:, 1, None, :, None] + offsets[:, 2, None, None, :]
+    crops = bank.data[index].float()
+    if not inside.all():
+        mask = _to_device(inside, bank.device)
+        crops *= mask[:, 0, :, None, None] & mask[:, 1, None, :, None] & mask[:, 2, None, None, :]
+    return crops
+
+
+def heatmap_targets(plans: CropPlans, size: int, positive_mm: float, ignore_mm: float,
+                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Presence target, location label and weight of every output cell of the planned crops
+    (each (B, c, c, c)): 1 within ``positive_mm`` of an aneurysm (labelled with the nearest
+    one's location), weight 0 (ignored) from there up to ``ignore_mm``, 0 elsewhere."""
+    points, spacing, locations, present = (
+        _to_device(np.ascontiguousarray(a), device) for a in (plans.points.astype(np.float32),
+                                                             plans.spacings.astype(np.float32), plans.locations,
+                                                             plans.present))
+    cells = size // OUTPUT_STRIDE
+    axis = torch.arange(cells, device=device, dtype=torch.float32) * OUTPUT_STRIDE
+    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(1, -1, 1, 3)
+    distance = (((grid - points[:, None]) * spacing[:, None, None]) ** 2).sum(-1).sqrt()  # (B, cells^3, k)
+    nearest, which = distance.masked_fill(~present[:, None], float("inf")).min(-1)
+    label = nearest <= positive_mm
+    weight = label | (nearest > ignore_mm)
+    location = torch.where(label, locations.gather(1, which), -1)
+    shape = (len(plans.volumes), cells, cells, cells)
+    return label.float().reshape(shape), location.reshape(shape), weight.float().reshape(shape)
+
+
+def vary_intensity(crops: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Per crop: intensity scale (+-10 %), shift (+-0.05) and Gaussian noise (sd up to 0.02),
+    the noise drawn on the crops' device from a generator seeded by ``rng``."""
+    n = crops.shape[0]
+    scale, shift, sd = _to_device(np.stack([1.0 + 0.2 * (rng.random(n) - 0.5), 0.1 * (rng.random(n) - 0.5),
+                                            0.02 * rng.random(n)]).astype(np.float32), crops.device).view(3, n, 1, 1, 1, 1)
+    generator = torch.Generator(device=crops.device).manual_seed(int(rng.integers(2 ** 62)))
+    noise = torch.randn(crops.shape, generator=generator, device=crops.device)
+    return crops * scale + shift + sd * noise
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on ``device``; to a GPU through pinned memory, so the copy does not wait
+    for the work already queued there."""
+    tensor = torch.from_numpy(array)
+    if torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
