@@ -277,14 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("path")
     predict.add_argument("--model", help="checkpoint (default: the shipped demo model)")
     predict.add_argument("--series", help="SeriesInstanceUID, when the path holds several series")
-    predict.add_argument("--flip", action="store_true", help="average with the left-right mirrored volume")
+    predict.add_argument("--no-flip", dest="flip", action="store_false",
+                         help="score the volume once, without averaging with its left-right mirror (twice as fast)")
     predict.add_argument("--json", action="store_true", help="one JSON object on standard output")
     predict.set_defaults(handler=_predict)
 
     evaluate = commands.add_parser("evaluate", help="score a run's held-out series with the RSNA metric")
     evaluate.add_argument("--run", required=True)
     evaluate.add_argument("--data", help="data folder (default: ANEURYSM_DATA, else the demo data)")
-    evaluate.add_argument("--flip", action="store_true")
+    evaluate.add_argument("--no-flip", dest="flip", action="store_false",
+                          help="score each series once, without the left-right mirrored pass")
     evaluate.add_argument("--test-set", metavar="DIR",
                           help="score every series of another dataset the run never saw (writes test_evaluation.json)")
     evaluate.set_defaults(handler=_evaluate)

@@ -50,7 +50,7 @@ def calibration_table(labels: np.ndarray, scores: np.ndarray, bins: int = 5) -> 
     return table
 
 
-def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: bool = False,
+def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: bool = True,
                  progress: Callable[[int, int], None] | None = None, test_set: bool = False) -> dict:
     """Score the run's held-out series of ``data_root``; with ``test_set``, every series of
     ``data_root`` instead (refused if the run trained on any of them)."""

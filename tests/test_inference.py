@@ -1,4 +1,4 @@
-"""Inference: the JSON contract, inputs (folder, zip), bad input, and the alignment of --flip."""
+"""Inference: the JSON contract, inputs (folder, zip), bad input, and the mirrored pass (default)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,19 @@ def test_cli_json_has_exactly_the_14_names(demo, trained):
     assert {"read", "preprocess", "network", "total"} <= set(report["timings"])
     for candidate in report["candidates"]:
         assert candidate["location"] in LOCATIONS and {"x", "y"} <= set(candidate["coordinates"])
+
+
+def test_the_mirrored_pass_is_the_default_and_no_flip_scores_once(demo, trained):
+    folder, _ = a_series(demo)
+    both = Predictor(trained / "best.pt")
+    once = Predictor(trained / "best.pt", flip=False)
+    assert both.flip and not once.flip
+    averaged, single = both.predict(folder).probabilities, once.predict(folder).probabilities
+    assert averaged != pytest.approx(single, abs=1e-6)  # the mirrored pass changes the numbers
+    cli_default = json.loads(cli(str(folder), "--model", str(trained / "best.pt"), "--json").stdout)
+    cli_once = json.loads(cli(str(folder), "--model", str(trained / "best.pt"), "--json", "--no-flip").stdout)
+    assert cli_default["probabilities"] == pytest.approx(averaged, abs=0.02)
+    assert cli_once["probabilities"] == pytest.approx(single, abs=0.02)
 
 
 def test_a_zip_gives_the_same_prediction_as_the_folder(demo, trained, tmp_path):

@@ -83,11 +83,11 @@ def _top_candidate_hits(scored, full_demo) -> tuple[int, int, int]:
 
 
 def test_top_candidates_fall_on_aneurysms_as_measured(scored, full_demo):
-    """Measured with the shipped model: in 17 of the 20 held-out positive series the top
-    candidate lies within 10 mm of a localizer, and in 12 it also names its location."""
+    """Measured with the shipped model: in 16 of the 20 held-out positive series the top
+    candidate lies within 10 mm of a localizer, and in 13 it also names its location."""
     positives, near, named = _top_candidate_hits(scored, full_demo)
     assert positives == 20
-    assert near >= 17 and named >= 12
+    assert near >= 16 and named >= 13
 
 
 def test_negative_series_score_lower_than_positive_ones_on_average(scored, full_demo):

@@ -60,9 +60,17 @@ def _verdict(held_out, test) -> str:
             "and tried is in the README (\"Where the model stands\").")
 
 
-def _zoom(config: dict) -> str:
-    zoom = config.get("zoom", 0.0)
-    return f", magnified by a factor between {1 / (1 + zoom):.2f} and {1 + zoom:.2f}" if zoom else ""
+def _reread(during_training: float | None, evaluated: float) -> str:
+    if during_training is not None and round(during_training, 3) == round(evaluated, 3):
+        return "read again from DICOM below, they score the same"
+    return (f"read again from DICOM below, the same series score {_auc(evaluated)}: the ranking of 50 series "
+            "moves with the last digits of the input")
+
+
+def _flip(evaluation: dict) -> str:
+    if evaluation.get("flip"):
+        return "averaged with the left-right mirrored volume (test-time augmentation, the default)"
+    return "one pass, without the mirrored volume (`--no-flip`)"
 
 
 def _test_set(test: dict | None) -> str:
@@ -112,19 +120,18 @@ python tools/ship_model.py runs/demo
 ```
 
 **Training.** {config['epochs']} epochs of {config['steps_per_epoch']} steps, each step {config['batch_size']} crops of
-{config['crop']} voxels from the training series' whole volumes ({50 * config['positive_crop_share']:.1f} % of them around an aneurysm{_zoom(config)}), heatmap targets
+{config['crop']} voxels from the training series' whole volumes ({50 * config['positive_crop_share']:.1f} % of them around an aneurysm), heatmap targets
 1 within {config['positive_radius_mm']} mm of a localizer (ignored to {config['ignore_radius_mm']} mm), loss: the mean
 over positive cells + the mean over negative cells + the mean of each crop's {config['hard_negatives']} worst negative
 cells, AdamW one-cycle (peak learning rate {config['learning_rate']}); split by series ({len(json.loads((run / 'split.json').read_text())['train'])} training series,
 {len(truth)} held out); {minutes:.1f} minutes wall-clock on {status['device'].upper()} ({status['precision']}),
 on the 2-core machine where it was trained. `best.pt` is epoch {meta['epoch']} of {len(epochs)}: the best
 held-out series score ({_auc(meta.get('series_validation_score'))}) among the last {config['series_validation_epochs']}
-epochs, which score the held-out series whole from the build's float16 cache of their processed volumes (read
-again from DICOM below, the same series score {_auc(evaluation['final_score'])}: the ranking of 50 series moves
-with the last digits of the input).
+epochs, which score the held-out series whole from the build's float16 cache of their processed volumes
+({_reread(meta.get('series_validation_score'), evaluation['final_score'])}).
 
 **Held-out series** ({evaluation['series']} series the model never saw; the whole-series inference of
-`pipeline.inference`, the RSNA metric of `pipeline.metrics`):
+`pipeline.inference`, {_flip(evaluation)}, the RSNA metric of `pipeline.metrics`):
 
 - final score **{_auc(evaluation['final_score'])}** = ½ (Aneurysm Present AUC {_auc(evaluation['aneurysm_present_auc'])}
   + mean of the {evaluation['locations_defined']} defined location AUCs {_auc(evaluation['location_auc_mean'])})
