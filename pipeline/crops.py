@@ -49,7 +49,6 @@ class VolumeBank:
     def __init__(self, device: torch.device | str = "cpu", budget_bytes: int = 4 << 30):
         self.device, self.budget = torch.device(device), budget_bytes
         self.uids: list[str] = []
-        self.index: dict[str, int] = {}
         self.offsets = np.zeros(0, np.int64)
         self.shapes = np.zeros((0, 3), np.int64)
         self.spacings = np.zeros((0, 3), float)
@@ -97,7 +96,7 @@ class VolumeBank:
             self.data[offset:offset + array.size].copy_(torch.from_numpy(array.reshape(-1)))
             uids.append(uid), offsets.append(offset), shapes.append(array.shape), spacings.append(spacing)
             offset += array.size
-        self.uids, self.index = uids, {uid: i for i, uid in enumerate(uids)}
+        self.uids = uids
         self.offsets, self.shapes = np.asarray(offsets, np.int64), np.asarray(shapes, np.int64).reshape(-1, 3)
         self.spacings = np.asarray(spacings, float).reshape(-1, 3)
 
