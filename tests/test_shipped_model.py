@@ -5,7 +5,6 @@ negative series below positive ones."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

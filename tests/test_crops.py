@@ -1,0 +1,137 @@
+"""Training batches (pipeline.crops): the volume bank, crop plans, the gather, heatmap targets,
+and augmentation that moves the aneurysm with the image and swaps Left/Right labels."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import numpy as np
+import torch
+
+from pipeline.crops import Aneurysms, CropPlans, VolumeBank, crop_starts, cut_crops, heatmap_targets, plan_crops
+from pipeline.labels import LOCATIONS
+
+LEFT_MCA = LOCATIONS.index("Left Middle Cerebral Artery")
+RIGHT_MCA = LOCATIONS.index("Right Middle Cerebral Artery")
+
+
+def _bank(*arrays, spacing=0.8) -> VolumeBank:
+    bank = VolumeBank("cpu")
+    bank.fill((f"s{i}", np.asarray(a, np.float16), np.full(3, spacing)) for i, a in enumerate(arrays))
+    return bank
+
+
+def _plans(points, locations, spacing=(0.8, 0.8, 0.8), volume=0, start=(0, 0, 0), axes=(0, 1, 2),
+           flips=(False, False, False)) -> CropPlans:
+    """One crop's plan (a batch of one)."""
+    points = np.asarray(points, float).reshape(1, -1, 3)
+    present = np.ones(points.shape[:2], bool)
+    if points.shape[1] == 0:
+        points, present = np.zeros((1, 1, 3)), np.zeros((1, 1), bool)
+    locations = np.asarray(locations, np.int64).reshape(1, -1) if present.any() else np.full((1, 1), -1)
+    return CropPlans(np.array([volume]), np.array([start]), np.array([axes]), np.array([flips]), points, locations,
+                     present, np.array([spacing], float))
+
+
+def _join(*plans: CropPlans) -> CropPlans:
+    return CropPlans(*(np.concatenate([getattr(p, f.name) for p in plans]) for f in fields(CropPlans)))
+
+
+def test_heatmap_targets_are_spheres_around_the_localizer_with_an_ignored_ring():
+    point = np.array([[30.0, 34.0, 21.0]])
+    label, location, weight = heatmap_targets(_join(_plans(point, [LEFT_MCA]), _plans(np.zeros((0, 3)), [])),
+                                              64, 4.0, 10.0)
+    assert label.shape == location.shape == weight.shape == (2, 16, 16, 16)
+    centres = np.stack(np.meshgrid(*[np.arange(16)] * 3, indexing="ij"), axis=-1) * 4
+    distance = np.linalg.norm((centres - point) * 0.8, axis=-1)
+    assert (label[0].numpy() == (distance <= 4.0)).all() and label[0].sum() > 0
+    assert (location[0].numpy()[label[0].numpy() > 0] == LEFT_MCA).all()
+    assert (location[0].numpy()[label[0].numpy() == 0] == -1).all()
+    assert (weight[0].numpy() == ~((distance > 4.0) & (distance <= 10.0))).all()
+    assert label[1].sum() == 0 and (weight[1] == 1).all() and (location[1] == -1).all()  # a crop without one
+
+
+def test_two_aneurysms_in_one_crop_each_label_their_own_cells():
+    points = np.array([[12.0, 12.0, 12.0], [44.0, 44.0, 44.0]])
+    label, location, weight = heatmap_targets(_plans(points, [LEFT_MCA, RIGHT_MCA], (0.5, 0.5, 0.5)), 64, 4.0, 10.0)
+    assert location[0, 3, 3, 3] == LEFT_MCA and location[0, 11, 11, 11] == RIGHT_MCA
+    assert label[0, 3, 3, 5] == 1 and label[0, 3, 3, 6] == 0 and weight[0, 3, 3, 6] == 0  # 4 mm: in; 6 mm: ignored
+    assert label.sum() == 2 * 33  # a 4 mm ball on 2 mm cells (|offset|^2 <= 4 cells), twice
+
+
+def _marked(shape, point):
+    volume = np.zeros(shape, np.float32)
+    volume[tuple(int(v) for v in point)] = 1.0
+    return volume
+
+
+def _around(bank, point, seeds, symmetry_share=0.0):
+    """Plans of crops around the one aneurysm of the bank's one volume, one per seed."""
+    aneurysms = Aneurysms.of(bank.uids, {bank.uids[0]: point}, {bank.uids[0]: np.array([LEFT_MCA])})
+    return plan_crops(bank, aneurysms, np.zeros(seeds, int), np.zeros(seeds, int), 64, np.random.default_rng(0),
+                      symmetry_share)
+
+
+def test_left_right_flip_moves_the_aneurysm_with_the_image_and_swaps_the_label():
+    point = np.array([[40.0, 50.0, 30.0]])
+    bank = _bank(_marked((90, 100, 80), point[0]))
+    plans = _around(bank, point, 12)
+    crops = cut_crops(bank, plans, 64)
+    for crop, start, flips, points, locations in zip(crops, plans.starts, plans.flips, plans.points, plans.locations):
+        assert crop[tuple(int(v) for v in points[0])] == 1.0 and crop.sum() == 1.0  # the target follows the image
+        unflipped = point[0] - start
+        assert ((unflipped >= 8) & (unflipped < 56)).all()  # around the aneurysm: at least 8 voxels inside
+        if flips[2]:
+            assert points[0].tolist() == [*unflipped[:2], 63 - unflipped[2]] and locations[0] == RIGHT_MCA
+        else:
+            assert points[0].tolist() == unflipped.tolist() and locations[0] == LEFT_MCA
+    assert 0 < plans.flips[:, 2].sum() < 12 and not plans.flips[:, :2].any() and (plans.axes == [0, 1, 2]).all()
+
+
+def test_rotated_crops_keep_their_aneurysm_under_the_target_and_lose_the_location():
+    point = np.array([[40.0, 50.0, 30.0]])
+    bank = _bank(_marked((90, 100, 80), point[0]))
+    bank.spacings[0] = [0.5, 0.6, 0.7]
+    plans = _around(bank, point, 24, symmetry_share=1.0)
+    crops = cut_crops(bank, plans, 64)
+    for crop, points in zip(crops, plans.points):
+        assert crop[tuple(int(v) for v in points[0])] == 1.0
+    assert (plans.locations == -1).all()  # which artery is unknown once the crop has been turned
+    assert (plans.spacings == np.array([0.5, 0.6, 0.7])[plans.axes]).all()  # millimetres turn with the axes
+    assert len({(tuple(a), tuple(f)) for a, f in zip(plans.axes, plans.flips)}) > 12
+
+
+def test_crops_around_an_aneurysm_hold_it_and_small_volumes_are_padded():
+    rng = np.random.default_rng(0)
+    target = np.array([[50.0, 7.0, 85.0]])
+    starts = crop_starts(np.repeat([[100, 120, 90]], 50, axis=0), 64, np.repeat(target, 50, axis=0), rng)
+    assert ((starts >= 0) & (starts + 64 <= np.array([100, 120, 90]))).all()
+    inside = target - starts
+    assert ((inside >= 0) & (inside < 64)).all() and len(np.unique(starts, axis=0)) > 10
+    bank = _bank(np.full((100, 100, 100), 0.5), np.ones((40, 70, 70)))  # the second is shorter than a crop
+    start = crop_starts(bank.shapes[1:], 64, np.full((1, 3), np.nan), rng)[0]
+    crop = cut_crops(bank, _plans(np.zeros((0, 3)), [], volume=1, start=start), 64)[0]
+    assert crop.shape == (64, 64, 64) and crop.dtype == torch.float32
+    assert crop[:40].min() == 1.0 and crop[40:].max() == 0.0  # the builder's fill beyond the volume
+    turned = cut_crops(bank, _plans(np.zeros((0, 3)), [], volume=1, axes=(2, 1, 0), flips=(False, False, True)), 64)[0]
+    assert turned.sum() == 40 * 64 * 64 and turned[..., :24].max() == 0.0  # the padding turns with the crop
+
+
+def test_a_volume_bank_holds_what_fits_its_budget(tmp_path):
+    from pipeline.dataset import save_processed
+    from pipeline.volume import Volume
+
+    paths = {}
+    for i in range(6):
+        paths[f"s{i}"] = tmp_path / f"s{i}.npz"
+        save_processed(paths[f"s{i}"], Volume(np.full((20, 30, 40), i, np.float32), np.diag([0.8, 0.8, 0.8, 1.0]),
+                                              "CTA", f"s{i}"))
+    everything = VolumeBank("cpu", budget_bytes=6 * 2 * 20 * 30 * 40)
+    assert everything.working_set(paths, np.random.default_rng(0)) == sorted(paths)
+    bank = VolumeBank("cpu", budget_bytes=2 * 2 * 20 * 30 * 40)
+    chosen = [bank.working_set(paths, np.random.default_rng(seed)) for seed in range(5)]
+    assert all(len(c) == 2 for c in chosen) and len({tuple(c) for c in chosen}) > 1  # each epoch its own share
+    bank.hold({uid: paths[uid] for uid in chosen[0]})
+    assert bank.uids == chosen[0] and bank.data.numel() == 2 * 20 * 30 * 40
+    crop = cut_crops(bank, _plans(np.zeros((0, 3)), [], volume=1), 16)[0]
+    assert (crop == int(chosen[0][1][1:])).all()  # the second volume held, read back whole
