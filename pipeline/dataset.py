@@ -338,7 +338,6 @@ def _concat(parts: list[np.ndarray], dtype, empty_shape) -> np.ndarray:
 # The build
 
 
-
 def build_datasets(
     data_root: str | os.PathLike,
     out: str | os.PathLike,

@@ -46,8 +46,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
-        """From `to_dict`'s output, also of checkpoints saved before ``first_stage`` existed (they had one)."""
-        return cls(**{"first_stage": True, **values})
+        """From `to_dict`'s output; checkpoints saved before ``first_stage`` existed get its
+        default (they had one)."""
+        return cls(**values)
 
 
 class ResidualBlock(nn.Module):

@@ -356,7 +356,7 @@ def train(
         raise FileNotFoundError(f"{len(missing)} training series have no processed volume in the build's cache "
                                 f"(e.g. {missing[0]}): rebuild the dataset with `python -m pipeline build`.")
     data.location_prior = fit_location_prior(data, split["train"])
-    bank = VolumeBank(device, _bank_budget(device))
+    bank, paths = VolumeBank(device, _bank_budget(device)), {uid: data.volumes[uid] for uid in split["train"]}
     validation_index = torch.arange(len(data.labels))
 
     torch.manual_seed(config.seed)
@@ -385,7 +385,6 @@ def train(
     record: dict = {}
     try:
         for epoch in range(first_epoch, config.epochs + 1):
-            paths = {uid: data.volumes[uid] for uid in split["train"]}
             bank.hold({uid: paths[uid] for uid in bank.working_set(paths, np.random.default_rng([config.seed, epoch, 1]))})
             record = _epoch(run, epoch, config, data, bank, model, optimizer, scheduler, validation_index, device,
                             autocast_dtype, progress)

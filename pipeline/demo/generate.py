@@ -395,7 +395,6 @@ def generate_series(plan: SeriesPlan, series_root: str) -> dict:
 # The dataset
 
 
-
 def generate_demo_data(
     out: str | os.PathLike,
     n_series: int = DEMO_SERIES,
