@@ -4,8 +4,9 @@
     python3 run.py app     # start the dashboard on the built-in demo data
     python3 run.py test    # run the whole test suite
 
-Each command creates the virtual environment ``.venv`` on first use and installs
-the pinned requirements (again only when a requirements file changes).
+Each command creates the virtual environment ``.venv`` on first use, installs the
+pinned requirements and the project itself (``pip install -e .``, so that ``pipeline``
+and ``dashboard`` import from anywhere), again only when one of those files changes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 def ensure_environment(requirements: str) -> None:
     """Create the venv and install ``requirements`` unless already done for these files."""
     files = [ROOT / requirements] + ([ROOT / "requirements.txt"] if requirements != "requirements.txt" else [])
+    files.append(ROOT / "pyproject.toml")
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
     stamp = VENV / f".installed-{requirements}-{digest}"
     if stamp.exists():
@@ -36,6 +38,8 @@ def ensure_environment(requirements: str) -> None:
     print(f"Installing {requirements} ...", flush=True)
     pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.run(pip + ["-r", str(ROOT / requirements)], check=True)
+    # the project itself, editable; its dependencies are the pinned ones just installed
+    subprocess.run(pip + ["--no-deps", "--no-build-isolation", "-e", str(ROOT)], check=True)
     for old in VENV.glob(f".installed-{requirements}-*"):
         old.unlink()
     stamp.touch()

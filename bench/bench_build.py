@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from pipeline.data import ensure_demo_data  # noqa: E402
-from pipeline.dataset import BuildConfig, SeriesTask, build_datasets, process_series  # noqa: E402
-from pipeline.dicom import load_series  # noqa: E402
-from pipeline.preprocess import preprocess  # noqa: E402
-from pipeline.rsna import Localizer  # noqa: E402
+from pipeline.data import ensure_demo_data
+from pipeline.dataset.build import SeriesTask, build_datasets, process_series
+from pipeline.dataset.config import BuildConfig
+from pipeline.io.dicom import load_series
+from pipeline.preprocess.transforms import preprocess
+from pipeline.io.rsna import Localizer
 
 
 def demo_builds(workdir: Path) -> None:

@@ -19,13 +19,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 KEEP_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 36), "MALLOC_TOP_PAD_": str(1 << 28)}
 
 
 def child(model: str, folder: str, repeats: int) -> None:
-    from pipeline.inference import Predictor
+    from pipeline.inference.predictor import Predictor
 
     predictor = Predictor(model)
     runs = [predictor.predict(folder).timings for _ in range(repeats + 1)]

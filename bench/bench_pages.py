@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
 
 PAGES = ("pages/explore.py", "pages/build.py", "pages/train.py", "pages/infer.py")
 

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 SERIES = {
     # name: (slices, rows/columns, in-plane mm, slice mm, modality)
@@ -39,7 +38,7 @@ TARGET_MM = 0.8
 def write_benchmark_series(out: Path) -> dict[str, Path]:
     from phantom import head_volume
 
-    from pipeline.dicomwriter import SeriesGeometry, SeriesHeader, write_series
+    from pipeline.io.dicomwriter import SeriesGeometry, SeriesHeader, write_series
 
     folders = {}
     for name, (n, size, pixel, step, modality) in SERIES.items():
@@ -70,8 +69,8 @@ def _peak_mb() -> float:
 
 
 def ours(folder: str) -> tuple[float, float, list[int]]:
-    from pipeline.dicom import load_series
-    from pipeline.preprocess import preprocess
+    from pipeline.io.dicom import load_series
+    from pipeline.preprocess.transforms import preprocess
 
     start = time.perf_counter()
     volume = load_series(folder)
@@ -100,8 +99,8 @@ def child(kind: str, folder: str, repeats: int) -> dict:
     """First call (cold: a fresh process) and the median of ``repeats`` later calls (warm)."""
     function = ours if kind == "ours" else simpleitk
     if kind == "ours":
-        import pipeline.dicom  # noqa: F401  (imports are not part of the timing)
-        import pipeline.preprocess  # noqa: F401
+        import pipeline.io.dicom  # noqa: F401  (imports are not part of the timing)
+        import pipeline.preprocess.transforms  # noqa: F401
     else:
         import SimpleITK  # noqa: F401
     imports_mb = _peak_mb()

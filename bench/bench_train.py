@@ -5,7 +5,7 @@ equivalents (crop voxels / 48^3) per second, and how much of it the input pipeli
     python bench/bench_train.py --device cuda --datasets DIR --batch 14,64 --steps 100 [--json OUT]
 
 1. Synthetic: crops and their targets already in the device's memory, then the training
-   step of `pipeline.train` (the model's heatmap, `heatmap_loss`, backward, AdamW). On the
+   step of `pipeline.training.trainer` (the model's heatmap, `heatmap_loss`, backward, AdamW). On the
    CPU for fp32 and bf16 autocast, contiguous and channels-last-3d; on CUDA with what
    `train` uses there (bf16 autocast, channels-last-3d, fused AdamW).
 2. The input pipeline alone: `draw_batch` (cut, augment, targets) without the model.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -32,10 +31,11 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from pipeline.model import AneurysmNet, model_size  # noqa: E402
-from pipeline.train import TrainConfig, heatmap_loss  # noqa: E402
+from pipeline.model.network import AneurysmNet, model_size
+from pipeline.training.config import TrainConfig
+from pipeline.model.precision import Precision, configure_training_process
+from pipeline.training.loss import heatmap_loss
 
 DEFAULT = TrainConfig(datasets=())
 
@@ -53,10 +53,10 @@ def synthetic_rate(device: torch.device, batch: int, crop: int, steps: int, bf16
         model = model.to(memory_format=torch.channels_last_3d)
         crops = crops.contiguous(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3, fused=device.type == "cuda")
-    dtype = torch.bfloat16 if bf16 else None
+    precision = Precision(device, torch.bfloat16 if bf16 else None)
 
     def step():
-        loss = heatmap_loss(model, crops, label, location, weight, DEFAULT, dtype, device)
+        loss = heatmap_loss(model, crops, label, location, weight, DEFAULT, precision)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -73,7 +73,9 @@ def synthetic_rate(device: torch.device, batch: int, crop: int, steps: int, bf16
 
 def end_to_end(datasets: Path, device: torch.device, batch: int, crop: int, steps: int, epochs: int) -> dict:
     """``train`` for ``epochs`` epochs of ``steps`` steps: crops/s of each epoch, load seconds."""
-    from pipeline.train import read_metrics, resolve_datasets, train
+    from pipeline.dataset.store import resolve_datasets
+    from pipeline.runs import RunFolder
+    from pipeline.training.trainer import train
 
     config = TrainConfig(datasets=resolve_datasets([datasets]), epochs=epochs, steps_per_epoch=steps,
                          batch_size=batch, crop=crop, series_validation_epochs=0, cube_validation_every=epochs)
@@ -81,7 +83,7 @@ def end_to_end(datasets: Path, device: torch.device, batch: int, crop: int, step
         started = time.perf_counter()
         train(config, run)
         total = time.perf_counter() - started
-        records = [m for m in read_metrics(run) if m["kind"] == "epoch"]
+        records = [m for m in RunFolder(run).read_metrics() if m["kind"] == "epoch"]
     training = sum(m["seconds"] for m in records)
     return {"epoch_crops_per_second": [m["crops_per_second"] for m in records],
             "epoch_train_loss": [m["train_loss"] for m in records],
@@ -89,12 +91,14 @@ def end_to_end(datasets: Path, device: torch.device, batch: int, crop: int, step
 
 
 def input_rate(datasets: Path, device: torch.device, batch: int, crop: int, steps: int) -> float:
-    """Crops per second of `pipeline.train.draw_batch` alone (cut, augment, targets), the
+    """Crops per second of `pipeline.training.crops.draw_batch` alone (cut, augment, targets), the
     volumes already in the device's memory."""
     import numpy as np
 
-    from pipeline.crops import Aneurysms, VolumeBank
-    from pipeline.train import draw_batch, load_cubes, resolve_datasets
+    from pipeline.training.crops import Aneurysms, VolumeBank
+    from pipeline.dataset.store import resolve_datasets
+    from pipeline.training.crops import draw_batch
+    from pipeline.training.data import load_cubes
 
     config = TrainConfig(datasets=resolve_datasets([datasets]), batch_size=batch, crop=crop)
     data = load_cubes(config.datasets, keep=set())
@@ -130,10 +134,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     device = torch.device(args.device)
-    torch.set_num_threads(os.cpu_count() or 1)
+    configure_training_process()  # as `python -m pipeline train` does
     steps = args.steps or (100 if device.type == "cuda" else 8)
     epoch_steps = args.steps or (100 if device.type == "cuda" else DEFAULT.steps_per_epoch)
-    torch.backends.cudnn.benchmark = True  # as in train(): every step has the same shapes
     size = model_size(AneurysmNet())
     print(f"default model: {size['parameters'] / 1e6:.2f} M parameters, {size['macs_per_cube'] / 1e9:.2f} G MACs per cube")
     if device.type == "cuda":
@@ -166,7 +169,7 @@ def main() -> int:
 
 def _demo_datasets() -> Path:
     from pipeline.data import PROJECT_ROOT, ensure_demo_data
-    from pipeline.dataset import build_datasets
+    from pipeline.dataset.build import build_datasets
 
     folder = PROJECT_ROOT / "data" / "datasets"
     if not (folder / "build_manifest.json").is_file():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -12,19 +13,25 @@ import numpy as np
 import streamlit as st
 
 from pipeline.data import PROJECT_ROOT
-from pipeline.dataset import MANIFEST_NAME, BuildConfig
+from pipeline.dataset.config import BuildConfig
+from pipeline.dataset.store import read_manifest
+from pipeline.files import write_json
 
 
 def run_build(data_root: Path, out: Path, config: BuildConfig, on_series: Callable[[dict], None]) -> tuple[int, str]:
-    """``python -m pipeline build`` in a child process (its workers never re-import the page);
-    calls ``on_series`` with each series' JSON line; returns (exit status, last error line)."""
-    command = [
-        sys.executable, "-m", "pipeline", "build", "--data", str(data_root), "--out", str(out), "--progress-json",
-        "--cube", str(config.cube), "--negatives", str(config.negatives), "--hard-share", str(config.hard_share),
-        "--min-distance", str(config.min_distance_mm), "--jitter", str(config.jitter),
-        "--spacing", str(config.preprocess.target_spacing[0]), "--modalities", ",".join(config.modalities),
-    ]
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """``python -m pipeline build --config FILE`` in a child process (its workers never
+    re-import the page): the whole configuration crosses the process boundary as JSON. Calls
+    ``on_series`` with each series' JSON line; returns (exit status, last error line)."""
+    with tempfile.TemporaryDirectory(prefix="build-config-") as folder:
+        request = Path(folder) / "build_config.json"
+        write_json(request, config.to_dict())
+        command = [sys.executable, "-m", "pipeline", "build", "--data", str(data_root), "--out", str(out),
+                   "--progress-json", "--config", str(request)]
+        return _follow(subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True), on_series)
+
+
+def _follow(process: subprocess.Popen, on_series: Callable[[dict], None]) -> tuple[int, str]:
     for line in process.stdout:
         try:
             on_series(json.loads(line))
@@ -36,7 +43,7 @@ def run_build(data_root: Path, out: Path, config: BuildConfig, on_series: Callab
 
 @st.cache_data(show_spinner=False)
 def load_manifest(out: str, modified: float) -> dict:
-    return json.loads((Path(out) / MANIFEST_NAME).read_text())
+    return read_manifest(out)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

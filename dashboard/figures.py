@@ -29,6 +29,15 @@ def balance_by_modality(table: pd.DataFrame) -> go.Figure:
     return style(figure)
 
 
+def cubes_per_modality(balance: pd.DataFrame) -> go.Figure:
+    """Positive and negative cubes of each modality, from a build's balance table."""
+    counts = balance[balance.Modality != "All"].melt(id_vars="Modality", var_name="Kind", value_name="Cubes",
+                                                     value_vars=["Positive cubes", "Negative cubes"])
+    figure = px.bar(counts, x="Modality", y="Cubes", color="Kind", barmode="group", title="Cubes per modality",
+                    color_discrete_map={"Positive cubes": ACCENT, "Negative cubes": MUTED})
+    return style(figure)
+
+
 def locations(table: pd.DataFrame) -> go.Figure:
     counts = pd.DataFrame({"Location": list(LOCATIONS), "Series": [int(table[name].sum()) for name in LOCATIONS]})
     figure = px.bar(counts, x="Series", y="Location", orientation="h", title="Aneurysms per location",
@@ -132,3 +141,46 @@ def probabilities(values: dict[str, float], threshold: float, truth: dict[str, i
     figure.update_yaxes(categoryorder="array", categoryarray=names[::-1], title="")
     figure.update_layout(title="Probabilities", legend=dict(orientation="h", y=-0.15))
     return style(figure, height=height)
+
+
+# --------------------------------------------------------------------------------------
+# Training runs
+
+VALIDATION_MEASURES = {"validation_auc": "Cube AUC", "series_score": "Held-out series score"}
+
+
+def training_loss(records: list[dict]) -> go.Figure | None:
+    """The loss of a run's step records, or None before the first."""
+    steps = pd.DataFrame([r for r in records if r["kind"] == "step"])
+    if not len(steps):
+        return None
+    return style(px.line(steps, x="step", y="loss", title="Training loss", color_discrete_sequence=[MUTED]))
+
+
+def validation(records: list[dict]) -> go.Figure | None:
+    """Cube AUC and held-out series score per epoch, or None before either was measured."""
+    epochs = pd.DataFrame([r for r in records if r["kind"] == "epoch"])
+    measured = [c for c in VALIDATION_MEASURES if c in epochs and epochs[c].notna().any()]
+    if not len(epochs) or not measured:
+        return None
+    long = epochs.melt(id_vars="epoch", value_vars=measured, var_name="measure", value_name="value").dropna()
+    long["measure"] = long["measure"].map(VALIDATION_MEASURES)
+    figure = px.line(long, x="epoch", y="value", color="measure", markers=True, title="Validation",
+                     color_discrete_sequence=[MUTED, ACCENT], range_y=[0, 1], labels={"value": "", "measure": ""})
+    return style(figure)
+
+
+def location_aucs(evaluation: dict) -> go.Figure:
+    """AUC per location of an evaluation (undefined ones left out)."""
+    aucs = pd.DataFrame({"Location": list(LOCATIONS), "AUC": [evaluation["aucs"][n] for n in LOCATIONS]})
+    figure = px.bar(aucs.dropna(), x="AUC", y="Location", orientation="h", range_x=[0, 1], title="AUC per location",
+                    color_discrete_sequence=[ACCENT])
+    return style(figure, 420)
+
+
+def roc(evaluation: dict) -> go.Figure:
+    """The Aneurysm Present ROC curve of an evaluation."""
+    figure = px.line(pd.DataFrame(evaluation["roc"]), x="fpr", y="tpr", title="ROC, Aneurysm Present",
+                     range_x=[0, 1], range_y=[0, 1], color_discrete_sequence=[ACCENT],
+                     labels={"fpr": "False-positive rate", "tpr": "True-positive rate"})
+    return style(figure, 420)

@@ -11,22 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
-from dashboard import runs as run_control
 from pipeline.data import PROJECT_ROOT, runs_root
-from pipeline.dicom import SeriesInfo, scan
+from pipeline.io.dicom import SeriesInfo, scan
 from pipeline.errors import IngestError
-from pipeline.evaluate import read_evaluation
-from pipeline.inference import SHIPPED_MODEL, Prediction, Predictor, read_source
+from pipeline.runs import SETTLED, RunFolder, list_runs
+from pipeline.inference.predictor import Prediction, Predictor, SHIPPED_MODEL
+from pipeline.io.archive import read_source
+from dashboard.figures import TRUTH
 from pipeline.labels import LABEL_COLUMNS
-from pipeline.rsna import read_localizers
+from pipeline.io.rsna import read_localizers
 
 MODEL_ENV = "ANEURYSM_MODEL"  # a checkpoint used instead of the shipped model (tests, experiments)
 MAX_UPLOAD_FILES = 5000  # a CTA series is a few hundred files; the largest RSNA ones about 1,000
 MAX_UPLOAD_BYTES = 1 << 30  # as uploaded (a zip counts compressed; read_source caps what it unpacks)
 KEPT_RESULTS = 3  # predictions kept per session (each holds a processed volume and its heatmap)
-FINISHED = ("finished", "stopped")  # run states whose best.pt no longer changes
+CANDIDATE = "#ffffff"  # candidates on the viewer, beside the ground truth's colour
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,9 @@ def available_models() -> list[Model]:
     if default.is_file():
         origin = f"Model named by {MODEL_ENV}" if os.environ.get(MODEL_ENV) else "Shipped model"
         models.append(Model(default, f"{origin} ({_shown_path(default)})"))
-    for run in run_control.list_runs(runs_root()):
-        best = run / "best.pt"
-        if best.is_file() and best != default and run_control.status(run).get("state") in FINISHED:
+    for run in list_runs(runs_root()):
+        best = run.best
+        if best.is_file() and best != default and run.read_status().get("state") in SETTLED:
             models.append(Model(best, f"Run {run.name} (best.pt)"))
     return models
 
@@ -91,13 +93,13 @@ def model_key(path: Path) -> str:
 def describe_model(model: Model, loaded: Predictor) -> str:
     """One line: what the checkpoint is, and its held-out score when the run was evaluated."""
     meta = loaded.meta
-    parts = [model.label, f"width {meta['model']['width']}, {meta['model']['blocks']} block(s) per stage"]
-    if meta.get("epoch") is not None:
-        parts.append(f"epoch {meta['epoch']}")
-    if meta.get("validation_auc") is not None:
-        parts.append(f"cube validation AUC {meta['validation_auc']:.3f}")
+    parts = [model.label, f"width {meta.model.width}, {meta.model.blocks} block(s) per stage"]
+    if meta.epoch:
+        parts.append(f"epoch {meta.epoch}")
+    if meta.validation_auc is not None:
+        parts.append(f"cube validation AUC {meta.validation_auc:.3f}")
     for test_set, what in ((False, "held-out series score"), (True, "independent test-set score")):
-        score = (read_evaluation(model.path.parent, test_set) or {}).get("final_score")
+        score = (RunFolder(model.path.parent).read_evaluation(test_set) or {}).get("final_score")
         if score is not None:
             parts.append(f"{what} {score:.3f}")
     return " · ".join(parts)
@@ -159,6 +161,27 @@ def remember(key: tuple, prediction: Prediction, truth: dict | None, model: Mode
     return results[key]
 
 
+def score(key: tuple, model: Model, loaded: Predictor, source, series_uid: str | None,
+          data_row: tuple | None) -> tuple[dict | None, tuple[str, str] | None]:
+    """Score a series and keep the result under ``key`` (with the ground truth when
+    ``data_row`` = (data root, train.csv row)); returns (result, None), or (None, (title,
+    message)) for a series that cannot be read or scored: never an exception."""
+    try:
+        prediction = loaded.predict(source, series_uid=series_uid)
+    except IngestError as exc:
+        return None, ("The series cannot be read", str(exc))
+    except Exception as exc:  # never a traceback on the page
+        return None, ("The series could not be scored", f"Scoring failed: {type(exc).__name__}: {exc}")
+    truth = ground_truth(data_row[0], data_row[1], prediction) if data_row else None
+    return remember(key, prediction, truth, model), None
+
+
+def show(key: tuple) -> None:
+    """Display the result kept under ``key``, the viewer on its top candidate."""
+    st.session_state["infer_shown"] = key
+    focus(recalled(key))
+
+
 def recalled(key: tuple) -> dict | None:
     return st.session_state.get("infer_results", {}).get(key)
 
@@ -166,6 +189,76 @@ def recalled(key: tuple) -> dict | None:
 def shown() -> dict | None:
     """The result on display, if any."""
     return recalled(st.session_state.get("infer_shown"))
+
+
+def upload_contents(files) -> tuple[list[tuple[str, bytes]], list]:
+    """The upload as an in-memory source and its series, worked out once per upload (kept in
+    the session, so reruns neither unzip nor scan again)."""
+    fingerprint = tuple(f.file_id for f in files)
+    kept = st.session_state.get("infer_upload")
+    if kept is None or kept[0] != fingerprint:
+        check_upload([f.size for f in files])  # before any byte is read
+        sources = files_to_sources([(f.name, f.getvalue()) for f in files])
+        kept = (fingerprint, sources, series_in(sources))
+        st.session_state["infer_upload"] = kept
+    return kept[1], kept[2]
+
+
+def focus(result: dict) -> None:
+    """Put the viewer's slices on the top candidate (the volume's centre without one)."""
+    prediction = result["prediction"]
+    centre = [n // 2 for n in prediction.volume.shape]
+    jump(prediction.candidates[0]["voxel"] if prediction.candidates else centre, prediction.volume.shape)
+
+
+def jump(voxel, shape) -> None:
+    for axis in range(3):
+        st.session_state[f"infer_slice_{axis}"] = int(min(max(round(voxel[axis]), 0), shape[axis] - 1))
+
+
+def jump_to_candidate() -> None:
+    """The jump control's callback: move the slices, then clear the control for the next jump."""
+    chosen = st.session_state.get("infer_jump")
+    result = shown()
+    if chosen is not None and result is not None:
+        prediction = result["prediction"]
+        jump(prediction.candidates[chosen]["voxel"], prediction.volume.shape)
+    st.session_state["infer_jump"] = None
+
+
+# --------------------------------------------------------------------------------------
+# What a result looks like
+
+
+def probability_table(prediction, truth: dict | None) -> pd.DataFrame:
+    table = pd.DataFrame({"Label": list(LABEL_COLUMNS),
+                          "Probability": [prediction.probabilities[n] for n in LABEL_COLUMNS]})
+    if truth is not None:
+        table["Truth"] = [truth["labels"][n] for n in LABEL_COLUMNS]
+    return table
+
+
+def candidate_table(prediction) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "#": i + 1, "Probability": c["probability"], "Location": c["location"],
+        "Location probability": c["location_probability"],
+        "Position (mm, LPS)": ", ".join(f"{v:.1f}" for v in c["position_mm"]),
+        "Voxel (z, y, x)": ", ".join(f"{v:.0f}" for v in c["voxel"]),
+        "Frame": c["frame"], "x": c["coordinates"]["x"], "y": c["coordinates"]["y"],
+        "SOPInstanceUID": c["SOPInstanceUID"],
+    } for i, c in enumerate(prediction.candidates)])
+
+
+def viewer_points(result: dict) -> list[dict]:
+    """Candidates (numbered, white) and ground-truth localizers (green circles) as viewer points."""
+    prediction, truth = result["prediction"], result["truth"]
+    found = [{"voxel": c["voxel"], "label": str(i + 1), "color": CANDIDATE, "symbol": "square",
+              "text": f"#{i + 1} {c['location']} ({c['probability']:.2f})"}
+             for i, c in enumerate(prediction.candidates)]
+    if truth is not None:
+        found += [{"voxel": p["voxel"], "text": f"Ground truth: {p['location']}", "color": TRUTH}
+                  for p in truth["points"]]
+    return found
 
 
 # --------------------------------------------------------------------------------------

@@ -1,57 +1,92 @@
-"""Training runs seen from the dashboard: start, follow, stop and evaluate them (child processes)."""
+"""Training runs seen from the dashboard: start, follow, stop and evaluate them (child processes).
+
+The run folder's files and states belong to `pipeline.runs`; this module only starts the
+``python -m pipeline`` processes that write them.
+"""
 
 from __future__ import annotations
 
-import json
-import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pipeline.data import PROJECT_ROOT
-from pipeline.train import STATUS, STOP_FILE
+from pipeline.dataset.store import DATASET_FILES, resolve_datasets
+from pipeline.model.config import ModelConfig
+from pipeline.runs import SETTLED, RunFolder
+from pipeline.training.config import TrainConfig
+
+LIVE = ("running", "starting")  # states in which a run's page view refreshes itself
 
 
-def list_runs(root: Path) -> list[Path]:
-    """Run folders (those with a config.json), newest first."""
-    if not root.is_dir():
-        return []
-    runs = [p for p in root.iterdir() if (p / "config.json").is_file()]
-    return sorted(runs, key=lambda p: (p / "config.json").stat().st_mtime, reverse=True)
+def run_name(requested: str) -> str:
+    """A folder name from what the visitor typed (letters, digits, - and _), else the time."""
+    return re.sub(r"[^A-Za-z0-9_-]", "", requested) or time.strftime("run-%Y%m%d-%H%M%S")
 
 
-def status(run: Path) -> dict:
-    try:
-        value = json.loads((run / STATUS).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {"state": "starting"}
-    if value.get("state") == "running" and not _alive(value.get("pid")):
-        value["state"] = "interrupted"  # killed without a word: resume it
-    return value
+def available_datasets(datasets: Path) -> list[str]:
+    """The modalities with a built dataset in ``datasets``."""
+    return [m for m, name in DATASET_FILES.items() if (datasets / name).is_file()]
 
 
-def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-        return True
-    except (OSError, TypeError, ValueError):
-        return False
+def training_config(datasets: Path, modalities: list[str], epochs: int, width: int, blocks: int,
+                    first_stage: bool) -> TrainConfig:
+    """What the page's form asks for; every other option keeps `TrainConfig`'s default."""
+    wanted = {DATASET_FILES[m] for m in modalities}
+    files = tuple(f for f in resolve_datasets([datasets]) if Path(f).name in wanted)
+    return TrainConfig(datasets=files, epochs=epochs, model=ModelConfig(width=width, blocks=blocks,
+                                                                        first_stage=first_stage))
 
 
-def start(run: Path, arguments: list[str]) -> None:
-    """``python -m pipeline train`` detached from the page: it goes on if the page closes."""
-    run.mkdir(parents=True, exist_ok=True)
-    log = open(run / "train.log", "ab")
-    subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--run", str(run), *arguments], cwd=PROJECT_ROOT,
-                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+def best_validation(epochs: list[dict]) -> tuple[str, float | None]:
+    """The best held-out series score of a run's epochs, or its best cube AUC before any."""
+    series = [r["series_score"] for r in epochs if r.get("series_score") is not None]
+    if series:
+        return "Best held-out series score", max(series)
+    return "Best cube AUC", max((r["validation_auc"] for r in epochs if r["validation_auc"] is not None), default=None)
 
 
-def stop(run: Path) -> None:
-    (run / STOP_FILE).touch()
+def latest_rate(records: list[dict]) -> float | None:
+    """The last measured training throughput (48-voxel cube equivalents per second)."""
+    return next((r["cubes_per_second"] for r in reversed(records) if "cubes_per_second" in r), None)
 
 
-def evaluate(run: Path, data_root: Path) -> tuple[int, str]:
-    result = subprocess.run([sys.executable, "-m", "pipeline", "evaluate", "--run", str(run), "--data", str(data_root)],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True)
+def can_evaluate(run: RunFolder) -> bool:
+    return run.read_evaluation() is None and run.read_status().get("state") in SETTLED
+
+
+def comparison_rows(runs: list[RunFolder]) -> list[dict]:
+    """One row per run: state, epochs done, best validation, evaluated final score."""
+    rows = []
+    for run in runs:
+        epochs = [r for r in run.read_metrics() if r["kind"] == "epoch"]
+        rows.append({"Run": run.name, "State": run.read_status().get("state"), "Epochs": len(epochs),
+                     "Best validation": best_validation(epochs)[1],
+                     "Final score": (run.read_evaluation() or {}).get("final_score")})
+    return rows
+
+
+def resume(run: RunFolder) -> None:
+    """``python -m pipeline train --resume`` on an interrupted run, detached from the page."""
+    _train(run, ["--resume"])
+
+
+def start(run: RunFolder, config: TrainConfig) -> None:
+    """``python -m pipeline train --config FILE`` detached from the page: it goes on if the
+    page closes. The configuration crosses the process boundary whole, as JSON."""
+    _train(run, ["--config", str(run.write_request(config.to_dict()))])
+
+
+def _train(run: RunFolder, arguments: list[str]) -> None:
+    with open(run.log, "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--run", str(run.path), *arguments],
+                         cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def evaluate(run: RunFolder, data_root: Path) -> tuple[int, str]:
+    result = subprocess.run([sys.executable, "-m", "pipeline", "evaluate", "--run", str(run.path),
+                             "--data", str(data_root)], cwd=PROJECT_ROOT, capture_output=True, text=True)
     lines = (result.stdout or result.stderr).strip().splitlines()
     return result.returncode, lines[-1] if lines else ""

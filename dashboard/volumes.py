@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -9,22 +10,25 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pipeline.dicom import scan
+from pipeline.io.dicom import scan
 from pipeline.errors import IngestError
-from pipeline.preprocess import CropForeground, PreprocessConfig, Reorient, Resample
-from pipeline.rsna import read_localizers
+from pipeline.preprocess.config import PreprocessConfig
+from pipeline.preprocess.transforms import Preprocessor
+from pipeline.io.rsna import read_localizers
 
 GEOMETRY_SAMPLE = 200  # series scanned for the geometry summary of a large dataset
 
 
 @st.cache_data(show_spinner=False, max_entries=6)
 def display_volume(root: str, series_uid: str, spacing_mm: float) -> dict:
-    """A series in canonical orientation at ``spacing_mm``, cropped to the head, in its own
-    units (Hounsfield for CT), with its localizers mapped to voxels."""
-    from pipeline.dicom import load_series
+    """A series through the default preprocessing's geometry (canonical orientation, cropped
+    to the head) at ``spacing_mm``, in its own units (Hounsfield for CT), with its localizers
+    mapped to voxels."""
+    from pipeline.io.dicom import load_series
 
     volume = load_series(Path(root) / "series" / series_uid)
-    for step in (Reorient(), CropForeground(), Resample((spacing_mm,) * 3)):
+    contract = dataclasses.replace(PreprocessConfig(), target_spacing=(spacing_mm,) * 3)
+    for step in Preprocessor(contract).geometry_steps:
         volume = step(volume)
     localizers, _ = read_localizers(Path(root))
     points = []

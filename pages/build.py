@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from dashboard.build import load_manifest, run_build, sample_cubes
 from dashboard.data import page_start
-from dashboard.figures import ACCENT, MUTED, style
+from dashboard import figures
 from pipeline.data import datasets_root
-from pipeline.dataset import DATASET_FILES, MANIFEST_NAME, BuildConfig, balance_table
+from pipeline.dataset.build import balance_table
+from pipeline.dataset.config import BuildConfig
+from pipeline.dataset.store import DATASET_FILES, MANIFEST_NAME
 from pipeline.labels import MODALITIES
-from pipeline.preprocess import PreprocessConfig
+from pipeline.preprocess.config import PreprocessConfig
 
 DOWNLOAD_LIMIT = 300 << 20  # larger files: the path is shown instead of a download button
 
@@ -22,8 +23,9 @@ def parameters() -> BuildConfig | None:
     with st.form("build_parameters"):
         left, middle, right = st.columns(3)
         modalities = left.multiselect("Modalities", list(MODALITIES), default=list(MODALITIES), key="build_modalities")
-        cube = left.number_input("Cube side (voxels)", 16, 96, 48, 8)
-        spacing = left.number_input("Target spacing (mm)", 0.4, 2.0, 0.8, 0.1, format="%.1f")
+        cube = left.number_input("Cube side (voxels)", 16, 96, default.cube, 8)
+        spacing = left.number_input("Target spacing (mm)", 0.4, 2.0, default.preprocess.target_spacing[0], 0.1,
+                                    format="%.1f")
         negatives = middle.number_input("Negative cubes per series", 0, 200, default.negatives, key="build_negatives")
         hard = middle.slider("Share of hard negatives (on vessels)", 0.0, 1.0, default.hard_share, 0.05)
         distance = right.number_input("Least distance of a negative to an aneurysm (mm)", 5.0, 80.0, default.min_distance_mm, 1.0)
@@ -68,11 +70,7 @@ def results(out) -> None:
     st.subheader("Balance")
     table = balance_table(manifest)
     st.dataframe(table.style.format({"Positive share": "{:.1%}"}), hide_index=True, width="stretch")
-    counts = table[table.Modality != "All"].melt(id_vars="Modality", value_vars=["Positive cubes", "Negative cubes"],
-                                                   var_name="Kind", value_name="Cubes")
-    figure = px.bar(counts, x="Modality", y="Cubes", color="Kind", barmode="group", title="Cubes per modality",
-                    color_discrete_map={"Positive cubes": ACCENT, "Negative cubes": MUTED})
-    st.plotly_chart(style(figure), width="stretch")
+    st.plotly_chart(figures.cubes_per_modality(table), width="stretch")
 
     skipped = {uid: o for uid, o in manifest["series"].items() if o["status"] != "ok"}
     st.caption(f"{len(manifest['series']) - len(skipped)} series built, {len(skipped)} skipped, "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from dashboard import figures
@@ -13,12 +12,11 @@ from dashboard import inference as infer
 from dashboard.data import page_start, series_label, train_table
 from pipeline.data import is_demo
 from pipeline.errors import IngestError
-from pipeline.inference import Predictor
+from pipeline.inference.predictor import Predictor
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS
 
 NEAR_MM = 4.0  # a point is marked on slices within this distance
 WINDOW = (0.0, 1.0)  # the processed volume is normalised to [0, 1] for every modality
-CANDIDATE = "#ffffff"
 
 
 # --------------------------------------------------------------------------------------
@@ -83,7 +81,7 @@ def upload_input(loaded: Predictor, model: infer.Model) -> None:
         st.session_state.pop("infer_upload", None)  # let the bytes of a removed upload go
         return
     try:
-        sources, series = upload_contents(files)
+        sources, series = infer.upload_contents(files)
     except IngestError as exc:
         st.error(infer.plain(exc), icon=":material/error:")
         return
@@ -99,19 +97,6 @@ def upload_input(loaded: Predictor, model: infer.Model) -> None:
             chosen.series_uid, None)
 
 
-def upload_contents(files) -> tuple[list[tuple[str, bytes]], list]:
-    """The upload as an in-memory source and its series, worked out once per upload (kept in
-    the session, so reruns neither unzip nor scan again)."""
-    fingerprint = tuple(f.file_id for f in files)
-    kept = st.session_state.get("infer_upload")
-    if kept is None or kept[0] != fingerprint:
-        infer.check_upload([f.size for f in files])  # before any byte is read
-        sources = infer.files_to_sources([(f.name, f.getvalue()) for f in files])
-        kept = (fingerprint, sources, infer.series_in(sources))
-        st.session_state["infer_upload"] = kept
-    return kept[1], kept[2]
-
-
 # --------------------------------------------------------------------------------------
 # Running
 
@@ -121,43 +106,14 @@ def run(key: tuple, model: infer.Model, loaded: Predictor, source, series_uid: s
     """Score a series (unless this session already did with this model) and show it."""
     if infer.recalled(key) is None:
         with st.status("Reading, preprocessing and scoring the series...", expanded=True) as status:
-            try:
-                prediction = loaded.predict(source, series_uid=series_uid)
-            except IngestError as exc:
-                status.update(label="The series cannot be read", state="error")
-                st.error(infer.plain(exc), icon=":material/error:")
+            result, failure = infer.score(key, model, loaded, source, series_uid, data_row)
+            if result is None:
+                status.update(label=failure[0], state="error")
+                st.error(infer.plain(failure[1]), icon=":material/error:")
                 return
-            except Exception as exc:  # never a traceback on the page
-                status.update(label="The series could not be scored", state="error")
-                st.error(infer.plain(f"Scoring failed: {type(exc).__name__}: {exc}"), icon=":material/error:")
-                return
-            truth = infer.ground_truth(data_row[0], data_row[1], prediction) if data_row else None
-            infer.remember(key, prediction, truth, model)
-            status.update(label=f"Scored in {prediction.timings['total']:.1f} s", state="complete", expanded=False)
-    st.session_state["infer_shown"] = key
-    focus(infer.recalled(key))
-
-
-def focus(result: dict) -> None:
-    """Put the viewer's slices on the top candidate (the volume's centre without one)."""
-    prediction = result["prediction"]
-    centre = [n // 2 for n in prediction.volume.shape]
-    jump(prediction.candidates[0]["voxel"] if prediction.candidates else centre, prediction.volume.shape)
-
-
-def jump(voxel, shape) -> None:
-    for axis in range(3):
-        st.session_state[f"infer_slice_{axis}"] = int(min(max(round(voxel[axis]), 0), shape[axis] - 1))
-
-
-def jump_to_candidate() -> None:
-    """The jump control's callback: move the slices, then clear the control for the next jump."""
-    chosen = st.session_state.get("infer_jump")
-    result = infer.shown()
-    if chosen is not None and result is not None:
-        prediction = result["prediction"]
-        jump(prediction.candidates[chosen]["voxel"], prediction.volume.shape)
-    st.session_state["infer_jump"] = None
+            status.update(label=f"Scored in {result['prediction'].timings['total']:.1f} s", state="complete",
+                          expanded=False)
+    infer.show(key)
 
 
 # --------------------------------------------------------------------------------------
@@ -200,39 +156,8 @@ def verdict(result: dict) -> None:
     height = 35 * (len(LABEL_COLUMNS) + 1) + 3  # every row without scrolling
     chart.plotly_chart(figures.probabilities(prediction.probabilities, threshold, truth and truth["labels"], height),
                        width="stretch", config={"displayModeBar": False})
-    numbers.dataframe(probability_table(prediction, truth), hide_index=True, width="stretch", height=height,
+    numbers.dataframe(infer.probability_table(prediction, truth), hide_index=True, width="stretch", height=height,
                       column_config={"Probability": st.column_config.NumberColumn(format="%.3f")})
-
-
-def probability_table(prediction, truth: dict | None) -> pd.DataFrame:
-    table = pd.DataFrame({"Label": list(LABEL_COLUMNS),
-                          "Probability": [prediction.probabilities[n] for n in LABEL_COLUMNS]})
-    if truth is not None:
-        table["Truth"] = [truth["labels"][n] for n in LABEL_COLUMNS]
-    return table
-
-
-def candidate_table(prediction) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "#": i + 1, "Probability": c["probability"], "Location": c["location"],
-        "Location probability": c["location_probability"],
-        "Position (mm, LPS)": ", ".join(f"{v:.1f}" for v in c["position_mm"]),
-        "Voxel (z, y, x)": ", ".join(f"{v:.0f}" for v in c["voxel"]),
-        "Frame": c["frame"], "x": c["coordinates"]["x"], "y": c["coordinates"]["y"],
-        "SOPInstanceUID": c["SOPInstanceUID"],
-    } for i, c in enumerate(prediction.candidates)])
-
-
-def points(result: dict) -> list[dict]:
-    """Candidates (numbered, white) and ground-truth localizers (green circles) as viewer points."""
-    prediction, truth = result["prediction"], result["truth"]
-    found = [{"voxel": c["voxel"], "label": str(i + 1), "color": CANDIDATE, "symbol": "square",
-              "text": f"#{i + 1} {c['location']} ({c['probability']:.2f})"}
-             for i, c in enumerate(prediction.candidates)]
-    if truth is not None:
-        found += [{"voxel": p["voxel"], "text": f"Ground truth: {p['location']}", "color": figures.TRUTH}
-                  for p in truth["points"]]
-    return found
 
 
 @st.fragment
@@ -251,7 +176,7 @@ def viewer(result: dict) -> None:
         if prediction.candidates:
             st.selectbox("Jump to a candidate", range(len(prediction.candidates)), index=None,
                          format_func=lambda i: f"#{i + 1} {prediction.candidates[i]['location']}",
-                         placeholder="Choose a candidate", key="infer_jump", on_change=jump_to_candidate)
+                         placeholder="Choose a candidate", key="infer_jump", on_change=infer.jump_to_candidate)
         st.caption("Colour: the model's window probability (none below 0.1). White squares: candidates (numbered). "
                    "Green circles: ground-truth localizers.")
     half = int(round(slab / 2 / spacing))
@@ -260,13 +185,13 @@ def viewer(result: dict) -> None:
         (mip_column, (max(index - half, 0), min(index + half + 1, count)), f"{plane} MIP {slab} mm"),
     ):
         image = figures.plane_image(array, axis, low, high)
-        shown = figures.markers_in_view(points(result), axis, low, high, array.shape[0], NEAR_MM / spacing)
+        shown = figures.markers_in_view(infer.viewer_points(result), axis, low, high, array.shape[0], NEAR_MM / spacing)
         overlay = figures.plane_image(heat, axis, low, high) if painted else None
         figure = figures.slice_image(image, WINDOW, shown, title, heat=overlay, height=480)
         column.plotly_chart(figure, width="stretch", config={"displayModeBar": False})
     st.markdown("**Top candidates**")
     if prediction.candidates:
-        st.dataframe(candidate_table(prediction), hide_index=True, width="stretch")
+        st.dataframe(infer.candidate_table(prediction), hide_index=True, width="stretch")
     else:
         st.caption("No window reached the candidate floor (0.05).")
 

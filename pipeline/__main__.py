@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -12,7 +13,7 @@ from pipeline.errors import IngestError
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from pipeline.dicom import scan
+    from pipeline.io.dicom import scan
 
     result = scan(args.path)
     if args.json:
@@ -30,8 +31,8 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from pipeline.dicom import load_series
-    from pipeline.preprocess import preprocess
+    from pipeline.io.dicom import load_series
+    from pipeline.preprocess.transforms import preprocess
 
     start = time.perf_counter()
     volume = load_series(args.path, series_uid=args.series)
@@ -60,7 +61,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from pipeline.demo import generate_demo_data
+    from pipeline.demo.generate import generate_demo_data
 
     from pipeline.data import demo_root
 
@@ -93,18 +94,40 @@ def _data_root(value: str | None):
     return ensure_demo_data(lambda done, total: _progress_bar(done, total, "demo series generated"))
 
 
+# Flags that set a configuration field: flag destination -> field. Their argparse default is
+# None ("not given"): the defaults are the dataclasses' own, or those of a --config file.
+BUILD_FLAGS = {"cube": "cube", "negatives": "negatives", "hard_share": "hard_share", "min_distance": "min_distance_mm",
+               "jitter": "jitter", "jitter_mm": "jitter_mm", "seed": "seed"}
+TRAIN_FLAGS = {"epochs": "epochs", "steps": "steps_per_epoch", "batch": "batch_size", "crop": "crop",
+               "lr": "learning_rate", "seed": "seed", "precision": "precision"}
+MODEL_FLAGS = {"width": "width", "blocks": "blocks", "first_stage": "first_stage"}
+
+
+def _given(args: argparse.Namespace, flags: dict[str, str]) -> dict:
+    """The configuration fields set by flags present on the command line."""
+    return {field: getattr(args, flag) for flag, field in flags.items() if getattr(args, flag) is not None}
+
+
+def build_config(args: argparse.Namespace):
+    """The build's configuration: `BuildConfig`'s defaults, or the ``--config`` file, with the
+    flags given on top."""
+    from pipeline.dataset.config import BuildConfig
+
+    config = BuildConfig.from_file(args.config) if args.config else BuildConfig()
+    changes = _given(args, BUILD_FLAGS)
+    if args.modalities:
+        changes["modalities"] = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
+    if args.spacing is not None:
+        changes["preprocess"] = dataclasses.replace(config.preprocess, target_spacing=(args.spacing,) * 3)
+    return dataclasses.replace(config, **changes)
+
+
 def _build(args: argparse.Namespace) -> int:
     from pipeline.data import datasets_root
-    from pipeline.dataset import BuildConfig, balance_table, build_datasets
-    from pipeline.preprocess import PreprocessConfig
+    from pipeline.dataset.build import balance_table, build_datasets
 
     try:
-        config = BuildConfig(
-            cube=args.cube, negatives=args.negatives, hard_share=args.hard_share,
-            min_distance_mm=args.min_distance, jitter=args.jitter, seed=args.seed,
-            modalities=tuple(m.strip() for m in args.modalities.split(",")) if args.modalities else BuildConfig().modalities,
-            preprocess=PreprocessConfig(target_spacing=(args.spacing,) * 3),
-        )
+        config = build_config(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -135,27 +158,43 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_config(args: argparse.Namespace):
+    """The run's configuration: `TrainConfig`'s defaults, or the ``--config`` file, with the
+    flags given on top; datasets from ``--datasets`` (else the file's, else data/datasets),
+    narrowed to ``--modalities``.
+
+    Raises:
+        FileNotFoundError: no dataset where the datasets should be.
+        ValueError: the configuration file or a flag cannot be used.
+    """
+    from pipeline.data import datasets_root
+    from pipeline.dataset.store import DATASET_FILES, resolve_datasets
+    from pipeline.training.config import TrainConfig
+
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    files = resolve_datasets(args.datasets or config.datasets or [str(datasets_root())])
+    if args.modalities:
+        wanted = {DATASET_FILES[m.strip()] for m in args.modalities.split(",") if m.strip() in DATASET_FILES}
+        files = tuple(f for f in files if Path(f).name in wanted)
+    model = dataclasses.replace(config.model, **_given(args, MODEL_FLAGS))
+    return dataclasses.replace(config, datasets=files, model=model, **_given(args, TRAIN_FLAGS))
+
+
 def _train(args: argparse.Namespace) -> int:
-    from pipeline.data import datasets_root, runs_root
-    from pipeline.dataset import DATASET_FILES
-    from pipeline.model import ModelConfig
-    from pipeline.train import TrainConfig, resolve_datasets, train
+    from pipeline.data import runs_root
+    from pipeline.training.trainer import train
 
     run = Path(args.run) if args.run else runs_root() / time.strftime("run-%Y%m%d-%H%M%S")
     config = None
     if not args.resume:
-        folders = args.datasets or [str(datasets_root())]
         try:
-            files = resolve_datasets(folders)
-        except FileNotFoundError as exc:
+            config = train_config(args)
+        except (FileNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        if args.modalities:
-            wanted = {DATASET_FILES[m.strip()] for m in args.modalities.split(",") if m.strip() in DATASET_FILES}
-            files = tuple(f for f in files if Path(f).name in wanted)
-        config = TrainConfig(datasets=files, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch,
-                             crop=args.crop, learning_rate=args.lr, seed=args.seed, precision=args.precision,
-                             model=ModelConfig(width=args.width, blocks=args.blocks, first_stage=args.first_stage))
+    from pipeline.model.precision import configure_training_process
+
+    configure_training_process()
 
     def progress(record: dict) -> None:
         if record["kind"] == "epoch":
@@ -175,7 +214,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from pipeline.inference import Predictor
+    from pipeline.inference.predictor import Predictor
 
     try:
         predictor = Predictor(args.model, flip=args.flip)
@@ -199,7 +238,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from pipeline.evaluate import evaluate_run
+    from pipeline.inference.evaluate import evaluate_run
 
     what = "test-set series" if args.test_set else "held-out series"
     try:
@@ -217,6 +256,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.dataset.config import BuildConfig
+    from pipeline.model.config import PRECISIONS
+    from pipeline.training.config import TrainConfig
+
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -242,14 +285,22 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--data", help="data folder in the RSNA layout (default: ANEURYSM_DATA, else the demo data)")
     build.add_argument("--out", help="output folder (default: data/datasets)")
     build.add_argument("--workers", type=int, default=None, help="processes (default: cores, at most 4)")
-    build.add_argument("--cube", type=int, default=48, help="cube side in voxels (default 48)")
-    build.add_argument("--negatives", type=int, default=24, help="negative cubes per series (default 24)")
-    build.add_argument("--hard-share", type=float, default=0.5, help="share of negatives on vessels (default 0.5)")
-    build.add_argument("--min-distance", type=float, default=20.0, help="mm from any aneurysm to a negative (default 20)")
-    build.add_argument("--jitter", type=int, default=4, help="jittered copies per positive cube (default 4)")
-    build.add_argument("--spacing", type=float, default=0.8, help="isotropic target spacing, mm (default 0.8)")
+    build.add_argument("--config", metavar="FILE", help="a BuildConfig as JSON (what the dashboard passes); "
+                                                        "the flags below override its values")
+    build_defaults = BuildConfig()
+    build.add_argument("--cube", type=int, help=f"cube side in voxels (default {build_defaults.cube})")
+    build.add_argument("--negatives", type=int, help=f"negative cubes per series (default {build_defaults.negatives})")
+    build.add_argument("--hard-share", type=float,
+                       help=f"share of negatives on vessels (default {build_defaults.hard_share})")
+    build.add_argument("--min-distance", type=float,
+                       help=f"mm from any aneurysm to a negative (default {build_defaults.min_distance_mm})")
+    build.add_argument("--jitter", type=int, help=f"jittered copies per positive cube (default {build_defaults.jitter})")
+    build.add_argument("--jitter-mm", type=float,
+                       help=f"largest shift of a jittered copy per axis, mm (default {build_defaults.jitter_mm})")
+    build.add_argument("--spacing", type=float,
+                       help=f"isotropic target spacing, mm (default {build_defaults.preprocess.target_spacing[0]})")
     build.add_argument("--modalities", help="comma-separated subset, e.g. 'CTA,MRA' (default: all four)")
-    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--seed", type=int, help=f"sampling seed (default {build_defaults.seed})")
     build.add_argument("--no-cache", action="store_true", help="do not reuse or keep preprocessed volumes")
     build.add_argument("--progress-json", action="store_true", help="one JSON line per series on standard output")
     build.set_defaults(handler=_build)
@@ -259,18 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--modalities", help="comma-separated subset of the datasets, e.g. 'CTA,MRA'")
     train.add_argument("--run", help="run folder (default: runs/run-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--steps", type=int, default=86, help="steps per epoch (default 86)")
-    train.add_argument("--batch", type=int, default=14, help="crops per step (default 14)")
-    train.add_argument("--crop", type=int, default=48, help="voxels per side of a training crop, a multiple of 16 "
-                                                            "(default 48)")
-    train.add_argument("--lr", type=float, default=2e-3)
-    train.add_argument("--width", type=int, default=16, help="channels of the first stage (default 16)")
-    train.add_argument("--blocks", type=int, default=1, help="residual blocks per stage (default 1)")
-    train.add_argument("--no-first-stage", dest="first_stage", action="store_false",
+    train.add_argument("--config", metavar="FILE", help="a TrainConfig as JSON (what the dashboard passes); "
+                                                        "the flags below override its values")
+    train_defaults = TrainConfig()
+    train.add_argument("--epochs", type=int, help=f"epochs (default {train_defaults.epochs})")
+    train.add_argument("--steps", type=int, help=f"steps per epoch (default {train_defaults.steps_per_epoch})")
+    train.add_argument("--batch", type=int, help=f"crops per step (default {train_defaults.batch_size})")
+    train.add_argument("--crop", type=int, help="voxels per side of a training crop, a multiple of 16 "
+                                                f"(default {train_defaults.crop})")
+    train.add_argument("--lr", type=float, help=f"peak learning rate (default {train_defaults.learning_rate})")
+    train.add_argument("--width", type=int, help=f"channels of the first stage (default {train_defaults.model.width})")
+    train.add_argument("--blocks", type=int, help=f"residual blocks per stage (default {train_defaults.model.blocks})")
+    train.add_argument("--no-first-stage", dest="first_stage", action="store_const", const=False, default=None,
                        help="without the first stage (at the stem's resolution): half the multiply-adds")
-    train.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--precision", choices=PRECISIONS, help=f"(default {train_defaults.precision})")
+    train.add_argument("--seed", type=int, help=f"split, initialisation and batches (default {train_defaults.seed})")
     train.set_defaults(handler=_train)
 
     predict = commands.add_parser("predict", help="the 14 RSNA probabilities of one series (folder, files or .zip)")

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from pipeline.demo.generate import DEMO_SERIES, MANIFEST
+from pipeline.demo import DEMO_SERIES, MANIFEST
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_ENV = "ANEURYSM_DATA"

@@ -1,23 +1,22 @@
-"""Shared test helpers: pydicom's real scanner files and synthetic series."""
+"""Shared fixtures: the session's small demo dataset, its build and a trained run, and a
+writer of synthetic series (plain helpers are in tests/helpers.py)."""
 
 from __future__ import annotations
 
-import copy
 import sys
-from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 
 from pipeline.demo.generate import PLANES  # direction cosines (row, column) of each plane, LPS
-from pipeline.dicomwriter import SeriesGeometry, SeriesHeader, derived_uid, write_series
+from pipeline.io.dicomwriter import SeriesGeometry, SeriesHeader, write_series
+from tests.helpers import ramp_pixels
 
 DEMO_SEED = 2  # 8 series: every modality, a positive multi-frame MR, RLE, a coronal series
 
 
 def _build_config():
-    from pipeline.dataset import BuildConfig
+    from pipeline.dataset.config import BuildConfig
 
     return BuildConfig(negatives=4, jitter=1, min_distance_mm=20.0)
 
@@ -43,8 +42,8 @@ def demo(tmp_path_factory):
     """A small demo dataset, generated once per test session: (root, summary, manifest)."""
     import json
 
-    from pipeline.demo import generate_demo_data
-    from pipeline.demo.generate import MANIFEST
+    from pipeline.demo.generate import generate_demo_data
+    from pipeline.demo import MANIFEST
 
     root = tmp_path_factory.mktemp("demo") / "data"
     summary = generate_demo_data(root, n_series=8, seed=DEMO_SEED, workers=2)
@@ -54,62 +53,12 @@ def demo(tmp_path_factory):
 @pytest.fixture(scope="session")
 def built(demo, tmp_path_factory):
     """The small demo dataset built into cubes once per session: (data root, out, manifest, truth)."""
-    from pipeline.dataset import build_datasets
+    from pipeline.dataset.build import build_datasets
 
     root, _, truth = demo
     out = tmp_path_factory.mktemp("datasets")
     manifest = build_datasets(root, out, BUILD_CONFIG, workers=2)
     return root, out, manifest, truth
-
-PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
-
-
-
-def oblique_cosines(angles_deg=(25.0, -15.0, 10.0)):
-    """Row and column cosines of an axial plane rotated about x, y, then z."""
-    a, b, c = np.radians(angles_deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    rotation = rz @ ry @ rx
-    return tuple(rotation[:, 0]), tuple(rotation[:, 1])
-
-
-def ramp_pixels(n: int, rows: int, columns: int, seed: int = 0) -> np.ndarray:
-    """Distinct, recognisable int16 slices: slice k has a plateau of value 100*k."""
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(-50, 50, size=(n, rows, columns)).astype(np.int16)
-    for k in range(n):
-        pixels[k, rows // 4 : rows // 2, columns // 3 :] += np.int16(100 * (k + 1))
-    return pixels
-
-
-def pydicom_file(name: str) -> Path:
-    path = PYDICOM_FILES / name
-    assert path.exists(), f"pydicom test file {name} missing"
-    return path
-
-
-def two_slice_copy(source: Path, folder: Path, step_mm: float = 2.0) -> list[Path]:
-    """A 2-slice series from one real file: the original and a copy moved along the normal.
-
-    The pixel data (compressed or not) are kept byte for byte.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    ds = pydicom.dcmread(source)
-    iop = np.array(ds.ImageOrientationPatient, dtype=float)
-    normal = np.cross(iop[:3], iop[3:])
-    paths = []
-    for k in range(2):
-        copy_ds = copy.deepcopy(ds)
-        copy_ds.SOPInstanceUID = derived_uid(source.name, k)
-        copy_ds.file_meta.MediaStorageSOPInstanceUID = copy_ds.SOPInstanceUID
-        copy_ds.ImagePositionPatient = [f"{v:.4f}" for v in np.array(ds.ImagePositionPatient, float) + k * step_mm * normal]
-        path = folder / f"{k}.dcm"
-        copy_ds.save_as(path)
-        paths.append(path)
-    return paths
-
 
 @pytest.fixture
 def write(tmp_path):
@@ -143,47 +92,14 @@ def write(tmp_path):
     return _write
 
 
-def make_volume(array, spacing=(1.0, 1.0, 1.0), modality="CT", affine=None, origin=(0.0, 0.0, 0.0)):
-    """An in-memory `Volume` (no source images), canonical (z, y, x -> S, P, L) unless an affine is given."""
-    from pipeline.volume import Volume
-
-    if affine is None:
-        affine = np.eye(4)
-        affine[:3, :3] = 0.0
-        affine[2, 0], affine[1, 1], affine[0, 2] = spacing
-        affine[:3, 3] = origin
-    return Volume(np.asarray(array, dtype=np.float32), np.asarray(affine, float), modality, "1.2.3")
-
-
-def patient_grid(volume):
-    """Patient coordinates of every voxel centre, shape (z, y, x, 3)."""
-    index = np.stack(np.meshgrid(*[np.arange(n) for n in volume.shape], indexing="ij"), axis=-1)
-    return volume.voxel_to_patient(index.reshape(-1, 3)).reshape(*volume.shape, 3)
-
-
 @pytest.fixture(scope="session")
 def trained(built, tmp_path_factory):
     """A one-epoch run on the small built dataset (a model to exercise inference, not a good one)."""
-    from pipeline.train import TrainConfig, resolve_datasets, train
+    from pipeline.dataset.store import resolve_datasets
+    from pipeline.training.config import TrainConfig
+    from pipeline.training.trainer import train
 
     _, out, _, _ = built
     run = tmp_path_factory.mktemp("run") / "run"
     train(TrainConfig(datasets=resolve_datasets([out]), epochs=1, steps_per_epoch=4, crop=64, batch_size=2), run)
     return run
-
-
-def unseen_dataset(root: Path, run: Path, out: Path) -> Path:
-    """A dataset in the RSNA layout holding only ``run``'s held-out series of ``root``: data
-    the run never trained on, for ``evaluate --test-set``."""
-    import json
-    import shutil
-
-    import pandas as pd
-
-    validation = json.loads((run / "split.json").read_text())["validation"]
-    (out / "series").mkdir(parents=True)
-    table = pd.read_csv(root / "train.csv", dtype={"SeriesInstanceUID": str})
-    table[table.SeriesInstanceUID.isin(validation)].to_csv(out / "train.csv", index=False)
-    for uid in validation:
-        shutil.copytree(root / "series" / uid, out / "series" / uid)
-    return out

@@ -18,14 +18,15 @@ import pytest
 
 from pipeline.labels import LABEL_COLUMNS
 
+from dashboard.screenshot import CHROMIUM, FLAGS  # the same browser settings as the screenshot tool
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from screenshot import CHROMIUM, FLAGS  # noqa: E402  (the same browser settings as the screenshot tool)
 
 PAGES = {"Dataset exploration": "Dataset exploration", "Dataset building": "Dataset building",
          "Training": "Training", "Inference": "Inference"}  # navigation link -> page title
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed (.ci/run installs it)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed (.ci/run installs it)")]
 
 
 def _free_port() -> int:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import PYDICOM_FILES
+from tests.helpers import PYDICOM_FILES
 
 
 def run(*args):
@@ -43,15 +43,14 @@ def test_bad_input_exits_2_with_one_line(tmp_path, target):
     assert "Traceback" not in result.stderr
 
 
-def test_command_defaults_are_the_library_defaults():
-    from pipeline.__main__ import build_parser
-    from pipeline.demo.generate import DEMO_SERIES
-    from pipeline.model import ModelConfig
-    from pipeline.train import TrainConfig
+def test_command_defaults_are_the_library_defaults(built):
+    from pipeline.__main__ import build_config, build_parser, train_config
+    from pipeline.dataset.config import BuildConfig
+    from pipeline.demo import DEMO_SERIES
+    from pipeline.training.config import TrainConfig
 
-    args = build_parser().parse_args(["train"])
-    config, model = TrainConfig(datasets=()), ModelConfig()
-    assert (args.epochs, args.steps, args.batch, args.crop, args.lr, args.seed) == (
-        config.epochs, config.steps_per_epoch, config.batch_size, config.crop, config.learning_rate, config.seed)
-    assert (args.width, args.blocks, args.first_stage) == (model.width, model.blocks, model.first_stage)
+    _, out, _, _ = built
+    resolved = train_config(build_parser().parse_args(["train", "--datasets", str(out)]))
+    assert resolved == TrainConfig(datasets=resolved.datasets)  # every option, the model's included
+    assert build_config(build_parser().parse_args(["build"])) == BuildConfig()
     assert build_parser().parse_args(["demo-data"]).series == DEMO_SERIES

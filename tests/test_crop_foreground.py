@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.preprocess import CropForeground
-from tests.conftest import make_volume
+from pipeline.preprocess.transforms import CropForeground
+from tests.helpers import make_volume
 
 
 def head_with_table(modality="CT"):

@@ -8,7 +8,7 @@ from dataclasses import fields
 import numpy as np
 import torch
 
-from pipeline.crops import Aneurysms, CropPlans, VolumeBank, crop_starts, cut_crops, heatmap_targets, plan_crops
+from pipeline.training.crops import Aneurysms, CropPlans, VolumeBank, crop_starts, cut_crops, heatmap_targets, plan_crops
 from pipeline.labels import LOCATIONS
 
 LEFT_MCA = LOCATIONS.index("Left Middle Cerebral Artery")
@@ -118,7 +118,7 @@ def test_crops_around_an_aneurysm_hold_it_and_small_volumes_are_padded():
 
 
 def test_a_volume_bank_holds_what_fits_its_budget(tmp_path):
-    from pipeline.dataset import save_processed
+    from pipeline.preprocess.cache import save_processed
     from pipeline.volume import Volume
 
     paths = {}

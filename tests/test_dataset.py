@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.dataset import DATASET_FILES, MANIFEST_NAME, balance_table, build_datasets
+from pipeline.dataset.build import balance_table, build_datasets
+from pipeline.dataset.store import DATASET_FILES, MANIFEST_NAME
 from pipeline.labels import LOCATIONS
-from pipeline.rsna import parse_coordinates
+from pipeline.io.rsna import parse_coordinates
 
 from tests.conftest import BUILD_CONFIG as CONFIG
 

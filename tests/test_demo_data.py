@@ -10,11 +10,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from pipeline.demo import generate_demo_data, plan_dataset
+from pipeline.demo.generate import generate_demo_data, plan_dataset
 from pipeline.demo.generate import FAKE_PATIENT_TOKEN, LOCALIZER_COLUMNS, PLANES, TRAIN_COLUMNS
-from pipeline.dicom import load_series
+from pipeline.io.dicom import load_series
 from pipeline.labels import LOCATIONS
-from pipeline.preprocess import preprocess
+from pipeline.preprocess.transforms import preprocess
 
 def read_csv(path):
     with open(path, newline="") as handle:

@@ -8,10 +8,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from pipeline.dicom import load_series, scan
-from pipeline.dicomwriter import SeriesHeader
+from pipeline.io.dicom import load_series, scan
+from pipeline.io.dicomwriter import SeriesHeader
 from pipeline.errors import IngestError
-from tests.conftest import PYDICOM_FILES, pydicom_file, two_slice_copy
+from tests.helpers import PYDICOM_FILES, pydicom_file, two_slice_copy
 
 SECRET = SeriesHeader(
     modality="CT",

@@ -9,8 +9,8 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless
 
-from pipeline.dicom import load_series, scan
-from tests.conftest import oblique_cosines, ramp_pixels
+from pipeline.io.dicom import load_series, scan
+from tests.helpers import oblique_cosines, ramp_pixels
 
 COMPRESSED = [RLELossless, JPEG2000Lossless, JPEGLSLossless]
 

@@ -15,9 +15,9 @@ import SimpleITK as sitk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.dicom import load_series
+from pipeline.io.dicom import load_series
 from pipeline.errors import IngestError
-from tests.conftest import PLANES, oblique_cosines, ramp_pixels
+from tests.helpers import PLANES, oblique_cosines, ramp_pixels
 
 
 def sitk_read(folder):

@@ -11,9 +11,9 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from pipeline.dicom import load_series, scan
+from pipeline.io.dicom import load_series, scan
 from pipeline.errors import IngestError
-from tests.conftest import PYDICOM_FILES, pydicom_file, two_slice_copy
+from tests.helpers import PYDICOM_FILES, pydicom_file, two_slice_copy
 
 MR_VARIANTS = [
     "MR_small.dcm",

@@ -7,10 +7,11 @@ import json
 import pytest
 
 from pipeline.__main__ import main
-from pipeline.evaluate import TEST_EVALUATION, evaluate_run
+from pipeline.inference.evaluate import evaluate_run
+from pipeline.runs import TEST_EVALUATION
 from pipeline.labels import LABEL_COLUMNS
 
-from conftest import unseen_dataset
+from tests.helpers import unseen_dataset
 
 
 def test_a_test_set_is_scored_whole_and_must_be_unseen(built, trained, tmp_path, capsys):

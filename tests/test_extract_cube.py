@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.cubes import extract_cube
+from pipeline.dataset.cubes import extract_cube
 
 
 @pytest.mark.parametrize("centre", [(10, 12, 14), (0, 0, 0), (19, 23, 27), (-5, 3, 40), (100, 100, 100)])

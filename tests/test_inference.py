@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from pipeline.errors import IngestError
-from pipeline.inference import Predictor, predict_series, read_source, score_volume
+from pipeline.inference.predictor import Predictor, predict_series, score_volume
+from pipeline.io.archive import read_source
+from pipeline.model.precision import choose_precision
 from pipeline.labels import LABEL_COLUMNS, LOCATIONS
 
 
@@ -142,8 +144,8 @@ class PointSampler(torch.nn.Module):
 def test_flip_averaging_aligns_the_mirrored_pass_and_swaps_left_and_right(width):
     array = np.zeros((32, 32, width), np.float32)
     array[16, 16, 32] = 1.0  # on the window centred on voxel (16, 16, 32)
-    plain, plain_location, _ = score_volume(PointSampler(), array, torch.device("cpu"))
-    presence, location, peaks = score_volume(PointSampler(), array, torch.device("cpu"), flip=True)
+    plain, plain_location, _ = score_volume(PointSampler(), array, choose_precision("fp32", "cpu"))
+    presence, location, peaks = score_volume(PointSampler(), array, choose_precision("fp32", "cpu"), flip=True)
     assert peaks[:, 1, 1, 2].tolist() == [16, 16, 32]  # the window's best cell: on the point
     left, right = LOCATIONS.index("Left Middle Cerebral Artery"), LOCATIONS.index("Right Middle Cerebral Artery")
     full = torch.sigmoid(torch.tensor(5.0)).item()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.labels import LOCATIONS
-from pipeline.locate import MIN_SD_MM, LocationPrior, head_centre
+from pipeline.model.locate import MIN_SD_MM, LocationPrior, head_centre
 
 LEFT_MCA = LOCATIONS.index("Left Middle Cerebral Artery")
 RIGHT_MCA = LOCATIONS.index("Right Middle Cerebral Artery")

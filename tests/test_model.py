@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.model import OUTPUT_STRIDE, AneurysmNet, ModelConfig, model_size
+from pipeline.model.config import ModelConfig, OUTPUT_STRIDE
+from pipeline.model.network import AneurysmNet, model_size
 
 
 def test_cube_scores_and_shapes():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.preprocess import Normalize
-from tests.conftest import make_volume
+from pipeline.preprocess.transforms import Normalize
+from tests.helpers import make_volume
 
 
 def test_ct_window_maps_hounsfield_units():

@@ -6,7 +6,7 @@ import json
 
 from streamlit.testing.v1 import AppTest
 
-from pipeline.dataset import MANIFEST_NAME
+from pipeline.dataset.store import MANIFEST_NAME
 
 
 def open_page(monkeypatch, demo, out):

@@ -143,7 +143,7 @@ def test_file_names_shown_in_messages_are_inert_markdown():
 
 
 def test_the_model_line_gives_the_shipped_models_held_out_and_test_set_scores():
-    from pipeline.inference import SHIPPED_MODEL, Predictor
+    from pipeline.inference.predictor import Predictor, SHIPPED_MODEL
 
     folder = SHIPPED_MODEL.parent
     line = infer.describe_model(infer.Model(SHIPPED_MODEL, "Shipped model"), Predictor(SHIPPED_MODEL))

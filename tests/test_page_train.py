@@ -6,9 +6,10 @@ import json
 import shutil
 import time
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import unseen_dataset
+from tests.helpers import unseen_dataset
 
 
 def open_page(monkeypatch, demo, built, runs):
@@ -35,7 +36,7 @@ def test_a_finished_run_is_shown_with_its_numbers(monkeypatch, demo, built, trai
 
 def test_a_run_scored_on_a_test_set_shows_that_score_beside_the_held_out_one(monkeypatch, demo, built, trained,
                                                                             tmp_path):
-    from pipeline.evaluate import evaluate_run
+    from pipeline.inference.evaluate import evaluate_run
 
     runs = tmp_path / "runs"
     run = runs / "tested"
@@ -49,6 +50,7 @@ def test_a_run_scored_on_a_test_set_shows_that_score_beside_the_held_out_one(mon
     assert metrics[f"Independent test set ({test['series']} series)"] == shown(test["final_score"])
 
 
+@pytest.mark.slow  # a real training process (~50 s)
 def test_a_run_started_from_the_page_trains_in_its_own_process(monkeypatch, demo, built, tmp_path):
     runs = tmp_path / "runs"
     app = open_page(monkeypatch, demo, built, runs)

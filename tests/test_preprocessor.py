@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.dicom import load_series
-from pipeline.preprocess import PreprocessConfig, Preprocessor, preprocess
-from tests.conftest import PLANES, oblique_cosines
+from pipeline.io.dicom import load_series
+from pipeline.preprocess.config import PreprocessConfig
+from pipeline.preprocess.transforms import Preprocessor, preprocess
+from tests.helpers import PLANES, oblique_cosines
 
 
 def phantom_series(write, plane, spacing, slice_spacing, n, size, modality="CT"):

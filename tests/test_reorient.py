@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.dicom import load_series
-from pipeline.preprocess import CANONICAL, Reorient
-from tests.conftest import PLANES, oblique_cosines
+from pipeline.io.dicom import load_series
+from pipeline.preprocess.config import CANONICAL
+from pipeline.preprocess.transforms import Reorient
+from tests.helpers import PLANES, oblique_cosines
 
 
 @pytest.mark.parametrize(
@@ -32,7 +33,7 @@ def test_every_plane_becomes_canonical_with_the_same_voxel_values(write, plane, 
 
 
 def test_patient_left_is_high_x_superior_is_high_z():
-    from tests.conftest import make_volume
+    from tests.helpers import make_volume
 
     # A sagittal-like layout: array axes (x: A->P? no) built from an explicit affine.
     affine = np.eye(4)

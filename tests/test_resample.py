@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.preprocess import Resample
-from tests.conftest import make_volume, oblique_cosines, patient_grid
+from pipeline.preprocess.transforms import Resample
+from tests.helpers import make_volume, oblique_cosines, patient_grid
 
 
 def linear_field(points):

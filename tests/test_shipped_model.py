@@ -10,14 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.inference import SHIPPED_MODEL, Predictor
+from pipeline.inference.predictor import Predictor, SHIPPED_MODEL
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS
 from pipeline.metrics import rsna_score
-from pipeline.rsna import read_localizers, read_train
+from pipeline.io.rsna import read_localizers, read_train
 
 FOLDER = SHIPPED_MODEL.parent
 CARD = json.loads((FOLDER / "evaluation.json").read_text()) if (FOLDER / "evaluation.json").is_file() else None
-TOLERANCE = 0.02  # bf16 on one CPU, fp32 on another: probabilities move in the second decimal at most
+# bf16 on the CPU that wrote the card, fp32 on one without bf16 (AMD EPYC, measured): of the
+# 700 probabilities of the 50 series, the median moved 0.0014, 99 % less than 0.0072, every
+# Aneurysm Present less than 0.006; one location probability moved 0.034 (a maximum over
+# windows of P(aneurysm) x P(location) changing window). The card's final score moved 0.0009.
+TOLERANCE = 0.02  # Aneurysm Present, and 99 % of the location probabilities
+LOCATION_OUTLIER = 0.05  # every location probability
 
 
 def test_the_checkpoint_is_small_and_loads_with_weights_only():
@@ -34,7 +39,7 @@ def test_the_checkpoint_is_small_and_loads_with_weights_only():
 def full_demo(tmp_path_factory):
     """The card's held-out series of the default demo data (seed 0), byte for byte as
     `python -m pipeline demo-data` writes them (the others are not needed)."""
-    from pipeline.demo import generate_demo_data
+    from pipeline.demo.generate import generate_demo_data
 
     root = tmp_path_factory.mktemp("full-demo") / "data"
     generate_demo_data(root, workers=2, only={row["series_uid"] for row in CARD["predictions"]})
@@ -49,16 +54,19 @@ def scored(full_demo):
             for row in CARD["predictions"]}
 
 
+@pytest.mark.slow  # regenerates the card's 50 held-out series (~2.5 min)
 def test_it_scores_the_held_out_series_as_its_card_says(scored, full_demo):
     table = read_train(full_demo).set_index("SeriesInstanceUID")
     for row in CARD["predictions"]:
         probabilities = scored[row["series_uid"]].probabilities
-        for name in LABEL_COLUMNS:
-            assert probabilities[name] == pytest.approx(row[name], abs=TOLERANCE), (row["series_uid"], name)
+        assert probabilities[ANEURYSM_PRESENT] == pytest.approx(row[ANEURYSM_PRESENT], abs=TOLERANCE), row["series_uid"]
+    moved = np.array([abs(scored[row["series_uid"]].probabilities[name] - row[name])
+                      for row in CARD["predictions"] for name in LOCATIONS])
+    assert np.quantile(moved, 0.99) <= TOLERANCE and moved.max() <= LOCATION_OUTLIER, np.sort(moved)[-5:]
     uids = list(scored)
     truth = {name: table.loc[uids, name].to_numpy(float) for name in LABEL_COLUMNS}
     predicted = {name: np.array([scored[u].probabilities[name] for u in uids]) for name in LABEL_COLUMNS}
-    assert rsna_score(truth, predicted)["final_score"] == pytest.approx(CARD["final_score"], abs=0.03)
+    assert rsna_score(truth, predicted)["final_score"] == pytest.approx(CARD["final_score"], abs=0.01)
 
 
 def _top_candidate_hits(scored, full_demo) -> tuple[int, int, int]:
@@ -81,6 +89,7 @@ def _top_candidate_hits(scored, full_demo) -> tuple[int, int, int]:
     return positives, near, named
 
 
+@pytest.mark.slow  # regenerates the card's 50 held-out series (~2.5 min)
 def test_top_candidates_fall_on_aneurysms_as_measured(scored, full_demo):
     """Measured with the shipped model: in 16 of the 20 held-out positive series the top
     candidate lies within 10 mm of a localizer, and in 13 it also names its location."""
@@ -89,6 +98,7 @@ def test_top_candidates_fall_on_aneurysms_as_measured(scored, full_demo):
     assert near >= 16 and named >= 13
 
 
+@pytest.mark.slow  # regenerates the card's 50 held-out series (~2.5 min)
 def test_negative_series_score_lower_than_positive_ones_on_average(scored, full_demo):
     table = read_train(full_demo).set_index("SeriesInstanceUID")
     present = {uid: p.probabilities[ANEURYSM_PRESENT] for uid, p in scored.items()}

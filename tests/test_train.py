@@ -9,14 +9,25 @@ import pytest
 import torch
 
 from pipeline.labels import LOCATIONS
-from pipeline.train import STATUS, STOP_FILE, TrainConfig, load_cubes, load_model, series_labels, read_metrics, \
-    resolve_datasets, split_series, train
+from pipeline.dataset.store import resolve_datasets, series_labels
+from pipeline.model.checkpoint import load_checkpoint
+from pipeline.runs import STATUS, STOP_FILE, RunFolder
+from pipeline.training.config import TrainConfig
+from pipeline.training.data import load_cubes, split_series
+from pipeline.training.trainer import train
 
 
 @pytest.fixture(scope="module")
 def config(built):
     _, out, _, _ = built
     return TrainConfig(datasets=resolve_datasets([out]), epochs=2, steps_per_epoch=5, crop=64, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def finished(config, tmp_path_factory):
+    """One finished run of ``config``, shared by the tests that only read it."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    return run, train(config, run)
 
 
 def test_split_is_by_series_and_keeps_both_classes():
@@ -41,15 +52,14 @@ def test_only_the_kept_series_cubes_are_loaded_but_every_series_aneurysms_are(co
     assert kept.volumes == everything.volumes
 
 
-def test_a_run_writes_its_folder_and_loadable_checkpoints(config, tmp_path):
-    run = tmp_path / "run"
-    record = train(config, run)
+def test_a_run_writes_its_folder_and_loadable_checkpoints(config, finished):
+    run, record = finished
     assert {"config.json", "split.json", "metrics.jsonl", "last.pt", "best.pt", STATUS} <= {p.name for p in run.iterdir()}
     assert json.loads((run / STATUS).read_text())["state"] == "finished"
-    metrics = read_metrics(run)
+    metrics = RunFolder(run).read_metrics()
     assert [m["epoch"] for m in metrics if m["kind"] == "epoch"] == [1, 2]
     assert record["epoch"] == 2 and record["cubes_per_second"] > 0
-    model, meta = load_model(run / "best.pt")  # weights_only=True inside
+    model, meta = _load(run / "best.pt")  # weights_only=True inside
     # the last epochs score the held-out series whole; best.pt is the best of them
     scores = [m["series_score"] for m in metrics if m["kind"] == "epoch"]
     assert all(0.0 <= s <= 1.0 for s in scores)
@@ -63,13 +73,12 @@ def test_a_run_writes_its_folder_and_loadable_checkpoints(config, tmp_path):
         train(config, run)
 
 
-def test_a_run_fits_its_location_prior_and_refuses_a_bad_crop(config, tmp_path):
-    run = tmp_path / "run"
-    train(config, run)
-    _, meta = load_model(run / "best.pt")
+def test_a_run_fits_its_location_prior_and_refuses_a_bad_crop(config, finished, tmp_path):
+    run, _ = finished
+    _, meta = _load(run / "best.pt")
     assert meta["location_prior"]["samples"] > 0  # fitted on the training series' aneurysms
     assert meta["train_config"]["crop"] == 64
-    steps = [m for m in read_metrics(run) if m["kind"] == "step"]
+    steps = [m for m in RunFolder(run).read_metrics() if m["kind"] == "step"]
     assert steps and all(m["crops_per_second"] > 0 for m in steps)
     with pytest.raises(ValueError, match="multiple of 16"):
         train(TrainConfig(datasets=config.datasets, crop=70), tmp_path / "bad")
@@ -78,19 +87,18 @@ def test_a_run_fits_its_location_prior_and_refuses_a_bad_crop(config, tmp_path):
 def test_a_lighter_model_and_sparser_cube_validation_are_kept_in_the_run(config, tmp_path):
     from dataclasses import replace
 
-    from pipeline.model import ModelConfig
+    from pipeline.model.config import ModelConfig
 
     run = tmp_path / "run"
     train(replace(config, epochs=3, cube_validation_every=2, model=ModelConfig(first_stage=False)), run)
-    aucs = [m["validation_auc"] for m in read_metrics(run) if m["kind"] == "epoch"]
+    aucs = [m["validation_auc"] for m in RunFolder(run).read_metrics() if m["kind"] == "epoch"]
     assert aucs[0] is None and aucs[1] is not None and aucs[2] is not None  # every 2nd epoch, and the last
-    model, meta = load_model(run / "best.pt")
+    model, meta = _load(run / "best.pt")
     assert meta["model"]["first_stage"] is False and len(model.stages) == 3
 
 
-def test_resume_continues_from_the_last_checkpoint_like_an_uninterrupted_run(config, tmp_path):
-    whole = tmp_path / "whole"
-    train(config, whole)
+def test_resume_continues_from_the_last_checkpoint_like_an_uninterrupted_run(config, finished, tmp_path):
+    whole, _ = finished
 
     def die_after_first_epoch(record):
         if record["kind"] == "epoch" and record["epoch"] == 1:
@@ -101,9 +109,9 @@ def test_resume_continues_from_the_last_checkpoint_like_an_uninterrupted_run(con
         train(config, broken, progress=die_after_first_epoch)
     assert json.loads((broken / STATUS).read_text())["state"] == "stopped"
     train(None, broken, resume=True)
-    epochs = [m for m in read_metrics(broken) if m["kind"] == "epoch"]
+    epochs = [m for m in RunFolder(broken).read_metrics() if m["kind"] == "epoch"]
     assert [m["epoch"] for m in epochs] == [1, 2]
-    reference = [m for m in read_metrics(whole) if m["kind"] == "epoch"]
+    reference = [m for m in RunFolder(whole).read_metrics() if m["kind"] == "epoch"]
     assert epochs[1]["train_loss"] == pytest.approx(reference[1]["train_loss"], rel=1e-4)
 
 
@@ -118,3 +126,9 @@ def test_a_stop_file_ends_the_run_cleanly(config, tmp_path):
     status = json.loads((run / STATUS).read_text())
     assert status["state"] == "stopped" and status["epoch"] == 1
     assert (run / "last.pt").is_file()
+
+
+def _load(path):
+    """The network and the checkpoint's meta data as written."""
+    trained = load_checkpoint(path)
+    return trained.network, trained.meta.raw

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.dicom import load_series
+from pipeline.io.dicom import load_series
 from pipeline.errors import IngestError
 from pipeline.labels import LOCATIONS, MIRROR_PERMUTATION, mirrored_location
 from pipeline.volume import plane_of_normal
-from tests.conftest import make_volume
+from tests.helpers import make_volume
 
 
 def test_orientation_letters_follow_the_affine():

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.demo.generate import generate_series, plan_dataset  # noqa: E402
-from pipeline.dicom import load_series  # noqa: E402
-from pipeline.preprocess import CropForeground, Reorient, Resample  # noqa: E402
+from pipeline.demo.generate import generate_series, plan_dataset
+from pipeline.io.dicom import load_series
+from pipeline.preprocess.transforms import CropForeground, Reorient, Resample
 
 SLAB_MM = 24.0
 SCALE = 3

@@ -12,21 +12,18 @@ held-out and test-set metrics and the limits. tests/test_shipped_model.py checks
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from pipeline.files import write_text
+from pipeline.inference.predictor import SHIPPED_MODEL
+from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS
+from pipeline.model.checkpoint import load_checkpoint
+from pipeline.model.network import model_size
+from pipeline.runs import BEST, CONFIG, EVALUATION, SPLIT, STATUS, TEST_EVALUATION, RunFolder
 
-from pipeline.evaluate import EVALUATION, TEST_EVALUATION, read_evaluation  # noqa: E402
-from pipeline.files import write_text  # noqa: E402
-from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS  # noqa: E402
-from pipeline.model import model_size  # noqa: E402
-from pipeline.train import load_model, read_metrics  # noqa: E402
-
-COPIED = ("best.pt", "config.json", "split.json", EVALUATION)
+COPIED = (BEST, CONFIG, SPLIT, EVALUATION)
 OPTIONAL = (TEST_EVALUATION,)
 
 
@@ -82,13 +79,14 @@ def _test_set(test: dict | None) -> str:
             f"defined location AUCs {_auc(test['location_auc_mean'])}). This is the figure to quote.")
 
 
-def card(run: Path) -> str:
-    evaluation, test = read_evaluation(run), read_evaluation(run, test_set=True)
-    config = json.loads((run / "config.json").read_text())
-    status = json.loads((run / "status.json").read_text())
-    model, meta = load_model(run / "best.pt")
-    size = model_size(model)
-    epochs = [r for r in read_metrics(run) if r["kind"] == "epoch"]
+def card(path: Path) -> str:
+    run = RunFolder(path)
+    evaluation, test = run.read_evaluation(), run.read_evaluation(test_set=True)
+    config, split, status = run.read_config(), run.read_split(), run.read_status()
+    trained = load_checkpoint(run.best)
+    meta = trained.meta.raw
+    size = model_size(trained.network)
+    epochs = [r for r in run.read_metrics() if r["kind"] == "epoch"]
     minutes = (status["updated"] - status["started"]) / 60
     truth = evaluation["predictions"]
     rows = "\n".join(f"| {name} | {_auc(evaluation['aucs'][name])} |" for name in (ANEURYSM_PRESENT, *LOCATIONS))
@@ -98,10 +96,10 @@ def card(run: Path) -> str:
 block per stage{'' if meta['model'].get('first_stage', True) else ', without the first stage'}; {size['parameters'] / 1e6:.2f} M parameters, {size['macs_per_cube'] / 1e9:.2f} G multiply-adds per 48³ cube), a fully-convolutional 3D ResNet that maps a processed volume to an
 aneurysm heatmap and location probabilities at stride 4, with its preprocessing parameters and location prior
 in the checkpoint's `meta`. Load it with `torch.load(path, weights_only=True)` or
-`pipeline.inference.Predictor("models/demo/best.pt")`; `python -m pipeline predict` and the dashboard use it
+`pipeline.inference.predictor.Predictor("models/demo/best.pt")`; `python -m pipeline predict` and the dashboard use it
 when no other model is named.
 
-**Data.** The built-in demo data: {len(truth) + len(json.loads((run / 'split.json').read_text())['train'])} synthetic
+**Data.** The built-in demo data: {len(truth) + len(split['train'])} synthetic
 phantom series written by `python -m pipeline demo-data` (seed 0), built by
 `python -m pipeline build` with the default parameters (the processed volumes in its cache are what the
 model trains on; its cubes give the cube-level validation AUC). **Phantoms are not patients**: nothing here says
@@ -123,7 +121,7 @@ python tools/ship_model.py runs/demo
 {config['crop']} voxels from the training series' whole volumes ({50 * config['positive_crop_share']:.1f} % of them around an aneurysm), heatmap targets
 1 within {config['positive_radius_mm']} mm of a localizer (ignored to {config['ignore_radius_mm']} mm), loss: the mean
 over positive cells + the mean over negative cells + the mean of each crop's {config['hard_negatives']} worst negative
-cells, AdamW one-cycle (peak learning rate {config['learning_rate']}); split by series ({len(json.loads((run / 'split.json').read_text())['train'])} training series,
+cells, AdamW one-cycle (peak learning rate {config['learning_rate']}); split by series ({len(split['train'])} training series,
 {len(truth)} held out); {minutes:.1f} minutes wall-clock on {status['device'].upper()} ({status['precision']}),
 on the 2-core machine where it was trained. `best.pt` is epoch {meta['epoch']} of {len(epochs)}: the best
 held-out series score ({_auc(meta.get('series_validation_score'))}) among the last {config['series_validation_epochs']}
@@ -158,9 +156,9 @@ selection effect; the test-set figure, on series that chose nothing, does not.
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
-    parser.add_argument("--out", type=Path, default=ROOT / "models" / "demo")
+    parser.add_argument("--out", type=Path, default=SHIPPED_MODEL.parent)
     args = parser.parse_args()
-    missing = [name for name in (*COPIED, "status.json") if not (args.run / name).is_file()]
+    missing = [name for name in (*COPIED, STATUS) if not (args.run / name).is_file()]
     if missing:
         print(f"error: {args.run} lacks {', '.join(missing)} (train and evaluate it first)", file=sys.stderr)
         return 2

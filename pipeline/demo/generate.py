@@ -24,19 +24,18 @@ import numpy as np
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 from pipeline import __version__
+from pipeline.demo import DEMO_SERIES, MANIFEST
 from pipeline.demo.anatomy import (
     BRAIN, CSF_SPACES, SCALP, SKULL_BASE, SKULL_INNER, SKULL_OUTER, Aneurysm, Head, build_head, place_aneurysm,
 )
 from pipeline.demo.render import Grid, coarse_axes, render_spheres, render_tubes, smooth_noise, soft_ellipsoid, upsample
 from pipeline.files import write_json
-from pipeline.dicomwriter import SeriesGeometry, SeriesHeader, derived_uid, write_series
+from pipeline.io.dicomwriter import SeriesGeometry, SeriesHeader, derived_uid, write_series
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MODALITIES
 from pipeline.pool import process_pool
 
 TRAIN_COLUMNS = ["SeriesInstanceUID", "PatientAge", "PatientSex", "Modality", *LABEL_COLUMNS]
 LOCALIZER_COLUMNS = ["SeriesInstanceUID", "SOPInstanceUID", "coordinates", "location"]
-MANIFEST = "demo_manifest.json"
-DEMO_SERIES = 200  # series in the default demo dataset
 FAKE_PATIENT_TOKEN = "ZZFAKE"  # in every fake patient field, so tests can prove they are never shown
 
 # The origin project's demo mix (CTA 9, MRI T2 7, MRA 3, MRI T1post 1 of 20).

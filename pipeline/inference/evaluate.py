@@ -1,7 +1,7 @@
 """Evaluation on held-out series: the RSNA metric from whole-series inference, written into the run.
 
 ``python -m pipeline evaluate --run RUN [--data DIR]`` scores every validation series of the
-run's split with the inference path (`pipeline.inference`) using the run's ``best.pt``, and
+run's split with the inference path (`pipeline.inference.predictor`) using the run's ``best.pt``, and
 writes ``evaluation.json``: per-column AUCs, the final score (columns with one class are
 undefined, not 0.5), ROC curve data of ``Aneurysm Present``, a calibration table, the
 cube-level validation AUC of the best epoch, and each series' probabilities.
@@ -13,7 +13,6 @@ a larger, independent check than the run's own held-out share.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -22,21 +21,11 @@ from typing import Callable
 import numpy as np
 
 from pipeline.errors import IngestError
-from pipeline.files import write_json
-from pipeline.inference import Predictor
+from pipeline.inference.predictor import Predictor
+from pipeline.io.rsna import read_train
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS
 from pipeline.metrics import roc_curve, rsna_score
-from pipeline.rsna import read_train
-
-EVALUATION = "evaluation.json"
-TEST_EVALUATION = "test_evaluation.json"
-
-
-def read_evaluation(run: str | os.PathLike, test_set: bool = False) -> dict | None:
-    """What `evaluate_run` wrote into ``run`` (``test_evaluation.json`` with ``test_set``), or
-    None before any evaluation."""
-    path = Path(run) / (TEST_EVALUATION if test_set else EVALUATION)
-    return json.loads(path.read_text()) if path.is_file() else None
+from pipeline.runs import RunFolder
 
 
 def calibration_table(labels: np.ndarray, scores: np.ndarray, bins: int = 5) -> list[dict]:
@@ -54,8 +43,8 @@ def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: boo
                  progress: Callable[[int, int], None] | None = None, test_set: bool = False) -> dict:
     """Score the run's held-out series of ``data_root``; with ``test_set``, every series of
     ``data_root`` instead (refused if the run trained on any of them)."""
-    run, data_root = Path(run), Path(data_root)
-    split = json.loads((run / "split.json").read_text())
+    folder, data_root = RunFolder(run), Path(data_root)
+    split = folder.read_split()
     table = read_train(data_root).set_index("SeriesInstanceUID")
     if test_set:
         seen = sorted(set(split["train"]) & set(table.index))
@@ -65,7 +54,7 @@ def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: boo
         series = list(table.index)
     else:
         series = [uid for uid in split["validation"] if uid in table.index]
-    predictor = Predictor(run / "best.pt", flip=flip)
+    predictor = Predictor(folder.best, flip=flip)
     rows, skipped, start = [], {}, time.perf_counter()
     for done, uid in enumerate(series, start=1):
         try:
@@ -86,8 +75,8 @@ def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: boo
         "series_set": f"every series of {data_root}" if test_set else "the run's held-out series",
         "roc": roc_curve(truth[ANEURYSM_PRESENT], predicted[ANEURYSM_PRESENT]),
         "calibration": calibration_table(truth[ANEURYSM_PRESENT], predicted[ANEURYSM_PRESENT]),
-        "cube_validation_auc": predictor.meta.get("validation_auc"), "best_epoch": predictor.meta.get("epoch"),
+        "cube_validation_auc": predictor.meta.validation_auc, "best_epoch": predictor.meta.epoch,
         "predictions": rows, "seconds": round(time.perf_counter() - start, 2),
     }
-    write_json(run / (TEST_EVALUATION if test_set else EVALUATION), result)
+    folder.write_evaluation(result, test_set)
     return result

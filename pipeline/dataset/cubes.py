@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from pipeline.preprocess.config import PreprocessConfig
+from pipeline.preprocess.head import decision_values
 from pipeline.volume import Volume
-
-HEAD_THRESHOLD = 0.05  # normalised intensity above which a voxel is tissue, not air
 
 
 def _opening(values: np.ndarray, size: int) -> np.ndarray:
@@ -32,12 +32,6 @@ def _running(values: np.ndarray, size: int, function) -> np.ndarray:
     return result
 
 
-def _decision_values(values: np.ndarray) -> np.ndarray:
-    """Sampling decisions are made on float16 values, so that a volume read back from the
-    float16 cache gives exactly the same cubes as a freshly preprocessed one."""
-    return values.astype(np.float16, copy=False)
-
-
 def extract_cube(array: np.ndarray, centre, size: int, fill: float = 0.0) -> np.ndarray:
     """The ``size``-voxel cube centred on ``centre`` (z, y, x), padded with ``fill`` where it
     leaves the volume, so that its shape is always ``(size, size, size)`` and the centre
@@ -53,36 +47,17 @@ def extract_cube(array: np.ndarray, centre, size: int, fill: float = 0.0) -> np.
     return cube
 
 
-def head_interior(volume: Volume, margin_mm: float = 8.0, stride: int = 2) -> tuple[np.ndarray, int]:
-    """Mask of the head's interior (tissue at least ``margin_mm`` inside the head's surface)
-    on the grid subsampled by ``stride``; returns (mask, stride).
-
-    The distance to the surface is computed on a grid twice as coarse, which is enough
-    for a margin of millimetres and five times faster.
-    """
-    shape = volume.array[::stride, ::stride, ::stride].shape
-    coarse = _decision_values(volume.array[:: 2 * stride, :: 2 * stride, :: 2 * stride])
-    head = ndimage.binary_fill_holes(coarse > HEAD_THRESHOLD)
-    labels, count = ndimage.label(head)
-    if count == 0:
-        return np.zeros(shape, dtype=bool), stride
-    head = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
-    step = 2 * stride * float(np.mean(volume.spacing))
-    inside = ndimage.distance_transform_edt(head) * step > margin_mm
-    expanded = inside.repeat(2, axis=0).repeat(2, axis=1).repeat(2, axis=2)
-    return expanded[: shape[0], : shape[1], : shape[2]], stride
-
-
-def vessel_candidates(volume: Volume, modality: str, interior: np.ndarray, stride: int) -> np.ndarray:
+def vessel_candidates(volume: Volume, modality: str, interior: np.ndarray, stride: int,
+                      preprocess: PreprocessConfig) -> np.ndarray:
     """Coarse-grid mask of voxels on vessels: bright lumen (CTA, MRA, T1 post) or flow voids (T2).
 
     Vessels are thin: a morphological top-hat (the voxel against an opening of its 5 mm
     neighbourhood; a closing for the dark flow voids of T2) keeps tubes and drops thick
     structures such as the skull, whatever the scanner's intensity scale. Kept: the
     strongest 1 % inside the head that reach 40 % of the strongest tubes (not noise);
-    in CTA, also only contrast values (200-550 HU, not bone).
+    in CTA, also only contrast values (200-550 HU, not bone: `PreprocessConfig.contrast_range`).
     """
-    coarse = _decision_values(volume.array[::stride, ::stride, ::stride]).astype(np.float32)
+    coarse = decision_values(volume.array[::stride, ::stride, ::stride]).astype(np.float32)
     if not interior.any():
         return np.zeros_like(interior)
     size = max(3, int(round(5.0 / (stride * float(np.mean(volume.spacing))))) | 1)
@@ -95,7 +70,8 @@ def vessel_candidates(volume: Volume, modality: str, interior: np.ndarray, strid
     strongest = np.partition(inside, order)[order]
     candidates = interior & (tophat >= max(strongest[0], 0.4 * strongest[1]))
     if modality == "CTA":
-        candidates &= (coarse > 0.3) & (coarse < 0.65)  # about 200-550 HU: contrast, not bone
+        low, high = preprocess.contrast_range()
+        candidates &= (coarse > low) & (coarse < high)
     return candidates
 
 

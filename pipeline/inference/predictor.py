@@ -27,10 +27,9 @@ demo, raised the final score of the same checkpoints by 0.01-0.03 on held-out se
 
 from __future__ import annotations
 
-import io
+import functools
 import os
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,19 +38,20 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from pipeline.cubes import head_interior
-from pipeline.dicom import DEFAULT_MAX_VOXELS, load_series
-from pipeline.errors import IngestError
-from pipeline.locate import LocationPrior, head_centre
+from pipeline.io.archive import read_source
+from pipeline.io.dicom import DEFAULT_MAX_VOXELS, load_series
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MIRROR_PERMUTATION
-from pipeline.preprocess import PreprocessConfig, preprocess
-from pipeline.model import CENTRE_REACH, INPUT_MULTIPLE, OUTPUT_STRIDE
+from pipeline.model.checkpoint import TrainedModel, load_checkpoint
+from pipeline.model.config import CENTRE_REACH, INPUT_MULTIPLE, OUTPUT_STRIDE
+from pipeline.model.locate import LocationPrior, head_centre
+from pipeline.model.precision import Precision, choose_precision
+from pipeline.preprocess.config import PreprocessConfig
+from pipeline.preprocess.head import head_interior
+from pipeline.preprocess.transforms import preprocess
 from pipeline.volume import Volume
 
 STRIDE = INPUT_MULTIPLE  # one window per encoder cell (16 voxels); padding to windows also fits the encoder
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "demo" / "best.pt"
-MAX_ZIP_BYTES = 4 << 30  # decompressed
-MAX_ZIP_FILES = 20_000
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "demo" / "best.pt"
 
 
 @dataclass
@@ -90,74 +90,46 @@ class Prediction:
         return out.numpy()
 
 
-def read_source(source) -> object:
-    """A ``.zip`` (path or bytes) becomes a list of (name, bytes); anything else is passed on."""
-    if isinstance(source, (bytes, bytearray)):
-        return _unzip(io.BytesIO(source), "upload")
-    if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and zipfile.is_zipfile(source):
-        with open(source, "rb") as handle:
-            return _unzip(handle, Path(source).name)
-    return source
-
-
-def _unzip(handle, name: str) -> list[tuple[str, bytes]]:
-    """Members of a zip, in memory, within caps; nothing touches the file system."""
-    try:
-        with zipfile.ZipFile(handle) as archive:
-            members = [m for m in archive.infolist() if not m.is_dir()]
-            if len(members) > MAX_ZIP_FILES:
-                raise IngestError(f"{name} holds {len(members)} files, more than the limit of {MAX_ZIP_FILES}.")
-            if any(m.flag_bits & 0x1 for m in members):
-                raise IngestError(f"{name} is encrypted; upload the files without a password.")
-            if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
-                raise IngestError(f"{name} decompresses to more than {MAX_ZIP_BYTES >> 30} GiB.")
-            files = []
-            for member in members:
-                if (member.external_attr >> 16) & 0o170000 == 0o120000:
-                    continue  # a symbolic link: never followed
-                files.append((member.filename, archive.read(member)))
-            return files
-    except zipfile.BadZipFile:
-        raise IngestError(f"{name} is not a readable zip archive.") from None
-    except (RuntimeError, NotImplementedError) as exc:  # unsupported compression or encryption
-        raise IngestError(f"{name} cannot be unpacked: {exc}.") from None
-
-
 class Predictor:
-    """A loaded model and its preprocessing, ready to score series."""
+    """A trained model and its preprocessing, ready to score series.
 
-    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | None = None, flip: bool = True):
-        from pipeline.train import load_model
+    Args:
+        checkpoint: a checkpoint file (default: the shipped demo model), or a model already
+            in memory (`TrainedModel`: how training scores its held-out series).
+        device: where the network runs (default: CUDA when there is one).
+        flip: also score the left-right mirror and average (test-time augmentation).
 
-        path = Path(checkpoint) if checkpoint else SHIPPED_MODEL
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"No model at {path}: train one (python -m pipeline train) and pass --model RUN/best.pt."
-            )
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model, meta = load_model(path, device=str(device))
-        self._use(model, meta, device, flip)
+    Raises:
+        FileNotFoundError: no file at ``checkpoint``.
+        pipeline.model.checkpoint.CheckpointError: not a checkpoint this version can use.
+    """
 
-    @classmethod
-    def from_model(cls, model, meta: dict, device: torch.device, flip: bool = True) -> "Predictor":
-        """A predictor around a model in memory (in eval mode) and its checkpoint meta: how
-        training scores its held-out series with the inference path."""
-        predictor = cls.__new__(cls)
-        predictor._use(model, meta, device, flip)
-        return predictor
-
-    def _use(self, model, meta: dict, device: torch.device, flip: bool) -> None:
-        self.device, self.meta = device, meta
-        self.model = model.to(memory_format=torch.channels_last_3d)
-        self.preprocess = PreprocessConfig.from_dict(self.meta["preprocess"]) if self.meta.get("preprocess") else \
-            PreprocessConfig()
-        prior = self.meta.get("location_prior")
-        self.prior = LocationPrior.from_dict(prior) if prior else None
+    def __init__(self, checkpoint: str | os.PathLike | TrainedModel | None = None,
+                 device: str | torch.device | None = None, flip: bool = True):
+        self.precision = choose_precision("auto", device)
+        trained = checkpoint if isinstance(checkpoint, TrainedModel) else \
+            load_checkpoint(checkpoint or SHIPPED_MODEL, self.precision.device)
+        self.device, self.meta = self.precision.device, trained.meta
+        self.model = trained.network.to(memory_format=torch.channels_last_3d)
+        self.preprocess = trained.meta.preprocess
+        self.prior = trained.meta.location_prior
         self.flip = flip
-        bf16 = self.device.type == "cuda" or torch.cpu._is_avx512_bf16_supported()
-        self.autocast = torch.bfloat16 if bf16 else None
 
     def predict(self, source, series_uid: str | None = None, max_voxels: int = DEFAULT_MAX_VOXELS) -> Prediction:
+        """Read, preprocess and score one series.
+
+        Args:
+            source: a folder, a file, a list of files or of ``(name, bytes)`` pairs, or a
+                ``.zip`` (path or bytes): see `pipeline.io.dicom.load_series`.
+            series_uid: which series, when ``source`` holds several.
+            max_voxels: refuse larger series (memory).
+
+        Returns:
+            The 14 probabilities, candidates, heatmap, processed volume and timings.
+
+        Raises:
+            pipeline.errors.IngestError: the source is not one readable image series.
+        """
         timings = {}
         start = time.perf_counter()
         volume = load_series(read_source(source), series_uid=series_uid, max_voxels=max_voxels)
@@ -172,33 +144,15 @@ class Predictor:
         """Steps 3-5 on a volume already preprocessed with `self.preprocess`."""
         timings = {} if timings is None else timings
         network_start = time.perf_counter()
-        windows = Windows.of(processed)
+        windows = Windows.of(processed, self.preprocess)
         presence, location, peaks = self.score(processed.array)
         presence, location = presence[windows.inside], location[:, windows.inside]
         timings["network"] = time.perf_counter() - network_start
-        return self._aggregate(processed, windows, presence, location, peaks, timings)
+        return aggregate(processed, windows, presence, location, peaks, self.prior, timings)
 
     def score(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """See `score_volume`."""
-        return score_volume(self.model, array, self.device, self.autocast, self.flip)
-
-    def _aggregate(self, volume: Volume, windows: "Windows", presence: np.ndarray, location: np.ndarray,
-                   peaks: np.ndarray, timings: dict) -> Prediction:
-        if self.prior is not None:  # where in the head each window is: see pipeline.locate
-            offsets = (windows.centres - head_centre(windows.interior, windows.stride)) * np.asarray(volume.spacing)
-            location = self.prior.combine(location, offsets)
-        scores = np.zeros(windows.grid)
-        scores[windows.inside] = presence
-        locations = np.full((len(LOCATIONS), *windows.grid), 1.0 / len(LOCATIONS))
-        locations[:, windows.inside] = location
-        joint = presence[None] * location
-        probabilities = {name: float(joint[i].max(initial=0.0)) for i, name in enumerate(LOCATIONS)}
-        probabilities[ANEURYSM_PRESENT] = float(presence.max(initial=0.0))
-        affine = volume.affine.copy()
-        affine[:3, :3] = volume.affine[:3, :3] * STRIDE
-        candidates = _candidates(volume, scores, locations, peaks)
-        return Prediction(volume.series_uid, volume.modality, probabilities, candidates, scores, affine, volume,
-                          timings, list(volume.warnings))
+        return score_volume(self.model, array, self.precision, self.flip)
 
 
 @dataclass
@@ -213,8 +167,8 @@ class Windows:
     stride: int
 
     @classmethod
-    def of(cls, volume: Volume) -> "Windows":
-        interior, stride = head_interior(volume)
+    def of(cls, volume: Volume, preprocess: PreprocessConfig) -> "Windows":
+        interior, stride = head_interior(volume, preprocess)
         grid = tuple(-(-n // STRIDE) for n in volume.shape)
         centres = [STRIDE * np.arange(g) for g in grid]
         index = np.ix_(*[np.minimum(c // stride, n - 1) for c, n in zip(centres, interior.shape)])
@@ -222,8 +176,29 @@ class Windows:
         return cls(grid, inside, STRIDE * np.argwhere(inside), interior, stride)
 
 
+def aggregate(volume: Volume, windows: "Windows", presence: np.ndarray, location: np.ndarray, peaks: np.ndarray,
+              prior: LocationPrior | None, timings: dict) -> Prediction:
+    """Step 4 and 5 of the module's docstring: the 14 probabilities and the candidates from
+    the window scores (``presence`` (n,), ``location`` (13, n) of the windows inside)."""
+    if prior is not None:  # where in the head each window is: see pipeline.model.locate
+        offsets = (windows.centres - head_centre(windows.interior, windows.stride)) * np.asarray(volume.spacing)
+        location = prior.combine(location, offsets)
+    scores = np.zeros(windows.grid)
+    scores[windows.inside] = presence
+    locations = np.full((len(LOCATIONS), *windows.grid), 1.0 / len(LOCATIONS))
+    locations[:, windows.inside] = location
+    joint = presence[None] * location
+    probabilities = {name: float(joint[i].max(initial=0.0)) for i, name in enumerate(LOCATIONS)}
+    probabilities[ANEURYSM_PRESENT] = float(presence.max(initial=0.0))
+    affine = volume.affine.copy()
+    affine[:3, :3] = volume.affine[:3, :3] * STRIDE
+    candidates = _candidates(volume, scores, locations, peaks)
+    return Prediction(volume.series_uid, volume.modality, probabilities, candidates, scores, affine, volume,
+                      timings, list(volume.warnings))
+
+
 @torch.no_grad()
-def score_volume(model, array: np.ndarray, device: torch.device, autocast: torch.dtype | None = None,
+def score_volume(model, array: np.ndarray, precision: Precision,
                  flip: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Presence (gz, gy, gx), location probabilities (13, gz, gy, gx) and peak voxels
     (3, gz, gy, gx) of the windows centred on voxels 16 g of ``array``: the highest heatmap
@@ -234,12 +209,12 @@ def score_volume(model, array: np.ndarray, device: torch.device, autocast: torch
     grid = [-(-n // STRIDE) for n in array.shape]
     tensor = torch.from_numpy(np.asarray(array, dtype=np.float32))
     tensor = F.pad(tensor, [p for g, n in zip(grid[::-1], array.shape[::-1]) for p in (0, STRIDE * g - n)])
-    presence, location = _heatmaps(model, tensor, device, autocast)
+    presence, location = _heatmaps(model, tensor, precision)
     if flip:
         # Cell i of a pass is centred on voxel 4 i. One voxel of padding before the mirrored
         # volume puts its cell i on voxel 16 gx - 4 i of the original: the cell gx*4 - i.
         mirrored = F.pad(tensor.flip(-1), (1, STRIDE - 1))
-        mirrored_presence, mirrored_location = _heatmaps(model, mirrored, device, autocast)
+        mirrored_presence, mirrored_location = _heatmaps(model, mirrored, precision)
         cells = presence.shape[-1]
         mirrored_presence = mirrored_presence[..., 1:cells + 1].flip(-1)
         mirrored_location = mirrored_location[list(MIRROR_PERMUTATION)][..., 1:cells + 1].flip(-1)
@@ -255,11 +230,10 @@ def score_volume(model, array: np.ndarray, device: torch.device, autocast: torch
     return window[box].numpy(), location[(slice(None), *box)].numpy(), peaks[(slice(None), *box)]
 
 
-def _heatmaps(model, volume: torch.Tensor, device: torch.device,
-              autocast: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _heatmaps(model, volume: torch.Tensor, precision: Precision) -> tuple[torch.Tensor, torch.Tensor]:
     """Presence probabilities (d, h, w) and location probabilities (13, d, h, w) at stride 4."""
-    volume = volume[None, None].to(device).contiguous(memory_format=torch.channels_last_3d)
-    with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+    volume = volume[None, None].to(precision.device).contiguous(memory_format=torch.channels_last_3d)
+    with precision.context():
         output = model.dense(volume)
     return (torch.sigmoid(output["presence"][0].float()).cpu(),
             torch.softmax(output["location"][0].float(), dim=0).cpu())
@@ -301,13 +275,13 @@ def _candidates(volume: Volume, scores: np.ndarray, location: np.ndarray, peaks:
 # --------------------------------------------------------------------------------------
 # The challenge's interface
 
-_DEFAULT: dict[str, Predictor] = {}
+@functools.lru_cache(maxsize=2)
+def _cached_predictor(checkpoint: str) -> Predictor:
+    return Predictor(checkpoint)
 
 
 def predict_series(series_path, checkpoint: str | os.PathLike | None = None) -> pd.DataFrame:
-    """One row with the 14 RSNA columns, in challenge order (the challenge's ``predict``)."""
-    key = str(checkpoint or SHIPPED_MODEL)
-    if key not in _DEFAULT:
-        _DEFAULT[key] = Predictor(checkpoint)
-    prediction = _DEFAULT[key].predict(series_path)
+    """One row with the 14 RSNA columns, in challenge order (the challenge's ``predict``);
+    the last two models used stay loaded."""
+    prediction = _cached_predictor(str(checkpoint or SHIPPED_MODEL)).predict(series_path)
     return pd.DataFrame([[prediction.probabilities[name] for name in LABEL_COLUMNS]], columns=list(LABEL_COLUMNS))

@@ -18,7 +18,6 @@ it points), after which the location labels are unknown (-1).
 
 from __future__ import annotations
 
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,21 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.dataset import load_processed
 from pipeline.labels import MIRROR_PERMUTATION
-from pipeline.model import CENTRE_REACH, OUTPUT_STRIDE
+from pipeline.model.config import CENTRE_REACH, OUTPUT_STRIDE
+from pipeline.preprocess.cache import load_processed, processed_nbytes
+from pipeline.training.config import TrainConfig
 
 MIRROR = np.asarray(MIRROR_PERMUTATION)
 LOAD_THREADS = 8
-
-
-def processed_nbytes(path: Path) -> int:
-    """Bytes a cached processed volume takes as float16, read from the file's array header."""
-    with zipfile.ZipFile(path) as archive, archive.open("array.npy") as handle:
-        version = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape = read_header(handle)[0]
-    return 2 * int(np.prod(shape))
 
 
 class VolumeBank:
@@ -236,3 +227,22 @@ def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     if torch.device(device).type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor
+
+
+def draw_batch(bank: VolumeBank, aneurysms: Aneurysms, config: TrainConfig, rng: np.random.Generator):
+    """``batch_size`` augmented crops (B, 1, s, s, s) from the series the bank holds (whose
+    ``aneurysms`` are given), and their targets (B, c, c, c) each: presence, location (-1:
+    none), weight; all on the bank's device. Half the crops come from series with an
+    aneurysm; of those, ``positive_crop_share`` are drawn around one of their aneurysms."""
+    size = config.batch_size
+    volumes = rng.integers(len(bank.uids), size=size)
+    positive = np.flatnonzero(aneurysms.counts > 0)
+    if len(positive):
+        volumes = np.where(rng.random(size) < 0.5, positive[rng.integers(len(positive), size=size)], volumes)
+    counts = aneurysms.counts[volumes]
+    around = np.where((counts > 0) & (rng.random(size) < config.positive_crop_share),
+                      np.floor(rng.random(size) * counts).astype(np.int64), -1)
+    plans = plan_crops(bank, aneurysms, volumes, around, config.crop, rng, config.symmetry_share)
+    crops = vary_intensity(cut_crops(bank, plans, config.crop)[:, None], rng)
+    return (crops, *heatmap_targets(plans, config.crop, config.positive_radius_mm, config.ignore_radius_mm,
+                                    bank.device))

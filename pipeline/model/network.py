@@ -5,7 +5,7 @@ of 16 gives (`AneurysmNet.dense`) ``presence`` logits (N, D/4, H/4, W/4), "an an
 within a few mm of this point", and ``location`` logits (N, 13, D/4, H/4, W/4) over the
 RSNA locations (meaningful where presence is high). Output cell i is centred on input
 voxel ``OUTPUT_STRIDE * i``. It is trained on large crops of whole processed volumes
-(`pipeline.train`), so every part of every training series is seen, not only sampled
+(`pipeline.training`), so every part of every training series is seen, not only sampled
 cubes; inference runs it once over the whole volume (`pipeline.inference`).
 
 Applied to a 48-voxel cube, ``forward`` gives the cube's score: the highest presence within
@@ -21,34 +21,12 @@ data" setting. ``first_stage=False`` drops the stage at the stem's resolution (0
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pipeline.labels import LOCATIONS
-
-OUTPUT_STRIDE = 4  # heatmap cell i is centred on input voxel 4 i
-INPUT_MULTIPLE = 16  # the encoder's total stride: input sizes must be multiples of it
-CENTRE_REACH = 8  # a cube's score is the highest presence within this many voxels of its centre
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    width: int = 16
-    blocks: int = 1
-    cube: int = 48
-    first_stage: bool = True  # a residual stage of width w at the stem's resolution (the costliest one)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "ModelConfig":
-        """From `to_dict`'s output; checkpoints saved before ``first_stage`` existed get its
-        default (they had one)."""
-        return cls(**values)
+from pipeline.model.config import CENTRE_REACH, INPUT_MULTIPLE, OUTPUT_STRIDE, ModelConfig
 
 
 class ResidualBlock(nn.Module):

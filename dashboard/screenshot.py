@@ -1,6 +1,6 @@
 """Screenshot dashboard pages in headless Chromium (Debian's ``chromium``) with Playwright.
 
-    .venv/bin/python tools/screenshot.py URL OUT.png [--width 1400 --height 900] [--click BUTTON --wait-for TEXT]
+    .venv/bin/python -m dashboard.screenshot URL OUT.png [--width 1400 --height 900] [--click BUTTON --wait-for TEXT]
 
 The app must already be running (``python3 run.py app``). Waits until Streamlit
 has finished rendering before taking the picture. With ``--click``, presses the first

@@ -33,19 +33,17 @@ Choices, and why:
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from pipeline.preprocess.config import CANONICAL, PreprocessConfig
 from pipeline.volume import Volume
 
-CANONICAL = "SPL"
 ANISOTROPY_RATIO = 3.0
 _WORLD_AXIS = {"L": 0, "R": 0, "P": 1, "A": 1, "S": 2, "I": 2}
 _POSITIVE = {"L", "P", "S"}
@@ -241,29 +239,6 @@ class Normalize:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """Parameters of the default chain; stored with datasets and models."""
-
-    orientation: str = CANONICAL
-    target_spacing: tuple[float, float, float] = (0.8, 0.8, 0.8)
-    crop_margin_mm: float = 5.0
-    ct_window: tuple[float, float] = (-100.0, 900.0)
-    mr_percentiles: tuple[float, float] = (0.5, 99.8)
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "PreprocessConfig":
-        known = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-    def key(self) -> str:
-        """Short stable hash, for caches keyed by preprocessing parameters."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
-
 @dataclass
 class Preprocessor:
     """The default chain: reorient, crop to the head, resample, normalise."""
@@ -272,13 +247,14 @@ class Preprocessor:
 
     @property
     def steps(self) -> list:
+        return [*self.geometry_steps, Normalize(self.config.ct_window, self.config.mr_percentiles)]
+
+    @property
+    def geometry_steps(self) -> list:
+        """The chain without the intensity step: what a viewer shows, in the series' own
+        units (Hounsfield for CT) on the processed grid."""
         c = self.config
-        return [
-            Reorient(c.orientation),
-            CropForeground(c.crop_margin_mm),
-            Resample(c.target_spacing),
-            Normalize(c.ct_window, c.mr_percentiles),
-        ]
+        return [Reorient(c.orientation), CropForeground(c.crop_margin_mm), Resample(c.target_spacing)]
 
     def __call__(self, volume: Volume) -> Volume:
         for step in self.steps:

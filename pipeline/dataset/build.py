@@ -25,7 +25,7 @@ import tempfile
 import time
 import zipfile
 from concurrent.futures import as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -33,64 +33,19 @@ import numpy as np
 import pandas as pd
 
 from pipeline import __version__
-from pipeline.cubes import extract_cube, head_interior, sample_points, vessel_candidates, vessel_density
-from pipeline.dicom import load_series
+from pipeline.dataset.config import BuildConfig
+from pipeline.dataset.cubes import extract_cube, sample_points, vessel_candidates, vessel_density
+from pipeline.dataset.store import CUBE_DTYPE, DATASET_FILES, write_manifest
+from pipeline.io.dicom import load_series
 from pipeline.errors import IngestError
-from pipeline.files import write_json
-from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
+from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS
 from pipeline.pool import process_pool
-from pipeline.preprocess import PreprocessConfig, preprocess
-from pipeline.rsna import Localizer, read_localizers, read_train
-from pipeline.volume import SourceImage, Volume
+from pipeline.io.rsna import Localizer, read_localizers, read_train
+from pipeline.preprocess.cache import UNREADABLE, ProcessedCache, load_processed, save_processed
+from pipeline.preprocess.head import head_interior
+from pipeline.preprocess.transforms import preprocess
+from pipeline.volume import Volume
 
-DATASET_FILES = {
-    "CTA": "cta_dataset.npz",
-    "MRA": "mra_dataset.npz",
-    "MRI T2": "mri_t2_dataset.npz",
-    "MRI T1post": "mri_t1post_dataset.npz",
-}
-MANIFEST_NAME = "build_manifest.json"
-CUBE_DTYPE = np.float16
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    """Parameters of a build; stored in the manifest.
-
-    Attributes:
-        cube: side of the cubes, voxels.
-        negatives: negative cubes per series.
-        hard_share: share of the negatives taken on vessels.
-        min_distance_mm: least distance from a negative's centre to any aneurysm.
-        jitter: jittered copies of each positive cube.
-        jitter_mm: largest shift of a jittered copy along each axis.
-        seed: makes the sampling reproducible.
-        modalities: which modalities to build.
-        preprocess: the preprocessing chain's parameters.
-    """
-
-    cube: int = 48
-    negatives: int = 24
-    hard_share: float = 0.5
-    min_distance_mm: float = 20.0
-    jitter: int = 4
-    jitter_mm: float = 6.0  # about half the inference stride (16 voxels of 0.8 mm): see pipeline.inference
-    seed: int = 0
-    modalities: tuple[str, ...] = MODALITIES
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-
-    def __post_init__(self):
-        if self.cube < 4 or self.negatives < 0 or self.jitter < 0 or not 0 <= self.hard_share <= 1:
-            raise ValueError("cube >= 4, negatives >= 0, jitter >= 0 and 0 <= hard_share <= 1 are required")
-        unknown = set(self.modalities) - set(MODALITIES)
-        if unknown:
-            raise ValueError(f"unknown modalities: {', '.join(sorted(unknown))}")
-
-    def to_dict(self) -> dict:
-        values = asdict(self)
-        values["modalities"] = list(self.modalities)
-        values["preprocess"] = self.preprocess.to_dict()
-        return values
 
 
 @dataclass
@@ -132,52 +87,6 @@ class SeriesResult:
 
 
 # --------------------------------------------------------------------------------------
-# Cache of preprocessed volumes
-
-
-def save_processed(path: Path, volume: Volume) -> None:
-    """Write a processed volume (float16) and its source geometry, atomically."""
-    keys = list(volume.sources)
-    sources = [volume.sources[k] for k in keys]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    os.close(handle)
-    try:
-        np.savez(
-            temporary,
-            array=volume.array.astype(CUBE_DTYPE),
-            affine=volume.affine,
-            modality=np.array(volume.modality),
-            series_uid=np.array(volume.series_uid),
-            warnings=np.array(volume.warnings, dtype=str),
-            sop=np.array([k[0] for k in keys], dtype=str),
-            frame=np.array([k[1] for k in keys], dtype=np.int64),
-            position=np.array([s.position for s in sources]).reshape(-1, 3),
-            row=np.array([s.row_cosine for s in sources]).reshape(-1, 3),
-            column=np.array([s.column_cosine for s in sources]).reshape(-1, 3),
-            pixel_spacing=np.array([s.pixel_spacing for s in sources]).reshape(-1, 2),
-        )
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
-def load_processed(path: Path) -> Volume:
-    with np.load(path, allow_pickle=False) as data:
-        sources = {
-            (str(sop), int(frame)): SourceImage(str(sop), int(frame), position, row, column, tuple(spacing))
-            for sop, frame, position, row, column, spacing in zip(
-                data["sop"], data["frame"], data["position"], data["row"], data["column"], data["pixel_spacing"]
-            )
-        }
-        return Volume(
-            array=data["array"], affine=data["affine"], modality=str(data["modality"]),
-            series_uid=str(data["series_uid"]), sources=sources, warnings=[str(w) for w in data["warnings"]],
-        )
-
-
-# --------------------------------------------------------------------------------------
 # One series
 
 
@@ -202,7 +111,7 @@ def _processed_volume(task: SeriesTask) -> tuple[Volume, bool]:
     if cache is not None and cache.is_file():
         try:
             return load_processed(cache), True
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        except UNREADABLE:
             cache.unlink(missing_ok=True)  # a damaged cache entry is recomputed
     volume = preprocess(load_series(task.folder), task.config.preprocess)
     if cache is not None:
@@ -241,10 +150,10 @@ def _cut_cubes(task: SeriesTask, volume: Volume, result: SeriesResult) -> None:
         result.reason = "positive series without a usable localizer: its aneurysms cannot be placed"
         return
 
-    interior, stride = head_interior(volume)
+    interior, stride = head_interior(volume, config.preprocess)
     n_hard = int(round(config.negatives * config.hard_share))
     spread = config.cube * float(spacing.mean()) / 4
-    vessels = vessel_candidates(volume, task.modality, interior, stride)
+    vessels = vessel_candidates(volume, task.modality, interior, stride, config.preprocess)
     density = vessel_density(vessels, stride, spacing) ** 2  # favour the vessel-dense core: where aneurysms are
     hard = sample_points(vessels, stride, n_hard, rng, spacing, aneurysms, config.min_distance_mm, spread, density)
     easy = sample_points(interior, stride, config.negatives - len(hard), rng, spacing,
@@ -386,14 +295,14 @@ def build_datasets(
         "datasets": {m: _counts(m, w) for m, w in writers.items()},
         "seconds": round(time.perf_counter() - start, 2),
     }
-    write_json(out / MANIFEST_NAME, manifest)
+    write_manifest(out, manifest)
     return manifest
 
 
 def _tasks(data_root: Path, out: Path, config: BuildConfig, use_cache: bool) -> tuple[list[SeriesTask], list[str]]:
     table = read_train(data_root)
     localizers, problems = read_localizers(data_root)
-    cache_folder = out / "cache" / f"preprocessed-{config.preprocess.key()}"
+    cache = ProcessedCache(out, config.preprocess)
     tasks = []
     for row in table.to_dict("records"):
         uid, modality = str(row["SeriesInstanceUID"]), str(row["Modality"])
@@ -403,9 +312,8 @@ def _tasks(data_root: Path, out: Path, config: BuildConfig, use_cache: bool) -> 
         if not folder.is_dir():
             problems.append(f"Series {uid} is listed in train.csv but has no folder under series/.")
             continue
-        cache = str(cache_folder / f"{uid}.npz") if use_cache else None
         tasks.append(SeriesTask(uid, modality, bool(row[ANEURYSM_PRESENT]), localizers.get(uid, []), str(folder),
-                                cache, config))
+                                str(cache.path(uid)) if use_cache else None, config))
     return tasks, problems
 
 

@@ -1,0 +1,102 @@
+"""The cache of processed volumes: one owner for where they live and how they are stored.
+
+A build writes every series it preprocessed to ``DATASETS/cache/preprocessed-KEY/UID.npz``
+(KEY: `PreprocessConfig.key`), float16 values with the source geometry (each source image's
+position, orientation and pixel spacing, so localizers and candidates map back to the
+images); training draws its crops from these volumes and scores its held-out series on them.
+Files load with ``np.load(..., allow_pickle=False)`` and are written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.preprocess.config import PreprocessConfig
+from pipeline.volume import SourceImage, Volume
+
+CACHE_DTYPE = np.float16
+UNREADABLE = (OSError, ValueError, KeyError, zipfile.BadZipFile)  # what a damaged cache file raises
+
+
+class ProcessedCache:
+    """The processed volumes of one dataset folder under one preprocessing.
+
+    Args:
+        datasets_folder: the build's output folder.
+        preprocess: the parameters the volumes were (or are to be) processed with.
+    """
+
+    def __init__(self, datasets_folder: str | os.PathLike, preprocess: PreprocessConfig):
+        self.preprocess = preprocess
+        self.folder = Path(datasets_folder) / "cache" / f"preprocessed-{preprocess.key()}"
+
+    def path(self, series_uid: str) -> Path:
+        """Where the processed volume of ``series_uid`` is (or goes)."""
+        return self.folder / f"{series_uid}.npz"
+
+    def volumes(self, series_uids) -> dict[str, Path]:
+        """The cached volume of each of ``series_uids`` that has one."""
+        return {uid: self.path(uid) for uid in series_uids if self.path(uid).is_file()}
+
+
+
+
+def save_processed(path: Path, volume: Volume) -> None:
+    """Write a processed volume (float16) and its source geometry to ``path``, atomically."""
+    keys = list(volume.sources)
+    sources = [volume.sources[k] for k in keys]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    os.close(handle)
+    try:
+        np.savez(
+            temporary,
+            array=volume.array.astype(CACHE_DTYPE),
+            affine=volume.affine,
+            modality=np.array(volume.modality),
+            series_uid=np.array(volume.series_uid),
+            warnings=np.array(volume.warnings, dtype=str),
+            sop=np.array([k[0] for k in keys], dtype=str),
+            frame=np.array([k[1] for k in keys], dtype=np.int64),
+            position=np.array([s.position for s in sources]).reshape(-1, 3),
+            row=np.array([s.row_cosine for s in sources]).reshape(-1, 3),
+            column=np.array([s.column_cosine for s in sources]).reshape(-1, 3),
+            pixel_spacing=np.array([s.pixel_spacing for s in sources]).reshape(-1, 2),
+        )
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def load_processed(path: Path) -> Volume:
+    """A processed volume written by `save_processed`.
+
+    Raises:
+        one of `UNREADABLE`: the file is missing, truncated or not a cached volume.
+    """
+    with np.load(path, allow_pickle=False) as data:
+        sources = {
+            (str(sop), int(frame)): SourceImage(str(sop), int(frame), position, row, column, tuple(spacing))
+            for sop, frame, position, row, column, spacing in zip(
+                data["sop"], data["frame"], data["position"], data["row"], data["column"], data["pixel_spacing"]
+            )
+        }
+        return Volume(
+            array=data["array"], affine=data["affine"], modality=str(data["modality"]),
+            series_uid=str(data["series_uid"]), sources=sources, warnings=[str(w) for w in data["warnings"]],
+        )
+
+
+def processed_nbytes(path: Path) -> int:
+    """Bytes a cached processed volume takes as float16, read from the file's array header."""
+    with zipfile.ZipFile(path) as archive, archive.open("array.npy") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape = read_header(handle)[0]
+    return 2 * int(np.prod(shape))

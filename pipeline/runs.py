@@ -1,0 +1,198 @@
+"""The run folder: one owner for what training writes and evaluation, the dashboard and the
+shipping tool read.
+
+A run is a folder:
+
+* ``config.json``: the training configuration (`pipeline.training.config.TrainConfig`);
+* ``request.json``: the configuration the dashboard passed to ``train --config`` (runs it started);
+* ``split.json``: which series train and which validate (split by series, never by cube);
+* ``metrics.jsonl``: one JSON line every few steps (``"kind": "step"``) and one per epoch
+  (``"kind": "epoch"``);
+* ``status.json``: the run's state (`STATES`), its process, epoch, device and precision;
+* ``STOP``: created by whoever wants the run to stop after its current step;
+* ``last.pt`` and ``best.pt``: checkpoints (`pipeline.model.checkpoint`);
+* ``evaluation.json`` / ``test_evaluation.json``: what ``evaluate`` measured;
+* ``train.log``: the output of a run started from the dashboard.
+
+No torch here: the dashboard imports this module on every page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from pipeline.files import write_json, write_text
+
+CONFIG = "config.json"
+REQUEST = "request.json"  # the configuration a dashboard asked for, before the run wrote its own
+SPLIT = "split.json"
+METRICS = "metrics.jsonl"
+STATUS = "status.json"
+STOP_FILE = "STOP"
+BEST = "best.pt"
+LAST = "last.pt"
+LOG = "train.log"
+EVALUATION = "evaluation.json"
+TEST_EVALUATION = "test_evaluation.json"
+
+# The states of a run. The first four are written by the training process; the last two are
+# what a reader concludes: no status yet (the process is starting), or "running" written by a
+# process that is gone (killed without a word: resume it).
+RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
+STARTING, INTERRUPTED = "starting", "interrupted"
+STATES = (STARTING, RUNNING, FINISHED, STOPPED, FAILED, INTERRUPTED)
+SETTLED = (FINISHED, STOPPED)  # states whose best.pt no longer changes
+
+
+class RunFolder:
+    """A training run's folder and the files in it.
+
+    Args:
+        path: the folder (it need not exist yet).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def best(self) -> Path:
+        return self.path / BEST
+
+    @property
+    def last(self) -> Path:
+        return self.path / LAST
+
+    @property
+    def log(self) -> Path:
+        return self.path / LOG
+
+    def holds_run(self) -> bool:
+        return (self.path / CONFIG).is_file()
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    # configuration and split --------------------------------------------------------
+
+    def write_config(self, values: dict) -> None:
+        write_json(self.path / CONFIG, values)
+
+    def read_config(self) -> dict:
+        return self._read_json(CONFIG)
+
+    def write_request(self, values: dict) -> Path:
+        """The configuration a starting process is to read with ``--config``; its path."""
+        self.create()
+        write_json(self.path / REQUEST, values)
+        return self.path / REQUEST
+
+    def write_split(self, split: dict[str, list[str]]) -> None:
+        write_json(self.path / SPLIT, split)
+
+    def read_split(self) -> dict[str, list[str]]:
+        """``{"train": [...], "validation": [...]}`` series UIDs."""
+        split = self._read_json(SPLIT)
+        if not isinstance(split, dict) or not all(isinstance(split.get(k), list) for k in ("train", "validation")):
+            raise ValueError(f"{self.path / SPLIT} is not a run's split (train and validation series).")
+        return split
+
+    def _read_json(self, name: str):
+        path = self.path / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.path} holds no {name}: it is not a training run.")
+        try:
+            return json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"{path} is damaged (not JSON).") from None
+
+    # metrics ------------------------------------------------------------------------
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.path / METRICS, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        """Every record of ``metrics.jsonl`` (a line being written is left out)."""
+        path = self.path / METRICS
+        if not path.is_file():
+            return []
+        records = []
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    def truncate_metrics(self, epoch: int) -> None:
+        """Keep the records of the epochs up to ``epoch`` (what a resumed run continues after)."""
+        kept = [r for r in self.read_metrics() if r.get("epoch", 0) <= epoch]
+        write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+
+    # status and stop ----------------------------------------------------------------
+
+    def write_status(self, status: dict) -> None:
+        if status.get("state") not in STATES:
+            raise ValueError(f"unknown run state {status.get('state')!r}")
+        write_json(self.path / STATUS, {**status, "updated": time.time()})
+
+    def read_status(self) -> dict:
+        """The run's status; ``state`` is "starting" before the process wrote one and
+        "interrupted" when the process that said "running" is gone."""
+        try:
+            value = json.loads((self.path / STATUS).read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return {"state": STARTING}
+        if not isinstance(value, dict) or value.get("state") not in STATES:
+            return {"state": STARTING}
+        if value["state"] == RUNNING and not _alive(value.get("pid")):
+            value["state"] = INTERRUPTED
+        return value
+
+    def request_stop(self) -> None:
+        """Ask the run to stop after its current step."""
+        (self.path / STOP_FILE).touch()
+
+    def stop_requested(self) -> bool:
+        return (self.path / STOP_FILE).exists()
+
+    def clear_stop(self) -> None:
+        (self.path / STOP_FILE).unlink(missing_ok=True)
+
+    # evaluation ---------------------------------------------------------------------
+
+    def write_evaluation(self, result: dict, test_set: bool = False) -> None:
+        write_json(self.path / (TEST_EVALUATION if test_set else EVALUATION), result)
+
+    def read_evaluation(self, test_set: bool = False) -> dict | None:
+        """What ``evaluate`` wrote (``test_evaluation.json`` with ``test_set``), or None
+        before any evaluation."""
+        path = self.path / (TEST_EVALUATION if test_set else EVALUATION)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+
+def list_runs(root: str | os.PathLike) -> list[RunFolder]:
+    """The runs in ``root`` (folders with a config.json), newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = [RunFolder(p) for p in root.iterdir() if (p / CONFIG).is_file()]
+    return sorted(runs, key=lambda r: (r.path / CONFIG).stat().st_mtime, reverse=True)
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, TypeError, ValueError):
+        return False

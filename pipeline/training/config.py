@@ -1,0 +1,69 @@
+"""The training configuration (no torch: the dashboard reads its defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.config import JsonConfig
+from pipeline.model.config import INPUT_MULTIPLE, PRECISIONS, ModelConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig(JsonConfig):
+    """What a run trains on and how; ``config.json`` of the run folder.
+
+    Attributes:
+        datasets: the dataset files (``*_dataset.npz``) of one build's preprocessing.
+        epochs: epochs of ``steps_per_epoch`` steps of ``batch_size`` crops of ``crop`` voxels.
+        learning_rate: the one-cycle schedule's peak; ``weight_decay``: AdamW's.
+        validation_share: series held out, positive and negative series alike.
+        location_weight: weight of the location cross-entropy beside the presence loss.
+        positive_radius_mm: heatmap target 1 within this distance of a localizer,
+            ignored up to ``ignore_radius_mm``, 0 beyond.
+        positive_crop_share: share of the crops from positive series drawn around an aneurysm.
+        hard_negatives: each crop's highest-loss negative cells, weighed again by
+            ``hard_negative_weight`` (0: none).
+        seed: split, model initialisation and every batch.
+        precision: "auto", "bf16" or "fp32" (`pipeline.model.precision`).
+        symmetry_share: share of crops rotated/reflected at random (presence only).
+        series_validation_epochs: the last epochs also score the held-out series whole (picks best.pt).
+        cube_validation_every: epochs between cube validations (and the last epoch).
+        model: the network's shape.
+    """
+
+    datasets: tuple[str, ...] = ()
+    epochs: int = 30
+    steps_per_epoch: int = 86
+    batch_size: int = 14
+    crop: int = 48
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    validation_share: float = 0.25
+    location_weight: float = 0.5
+    positive_radius_mm: float = 4.0
+    ignore_radius_mm: float = 10.0
+    positive_crop_share: float = 0.75
+    hard_negatives: int = 16
+    hard_negative_weight: float = 1.0
+    seed: int = 0
+    precision: str = "auto"
+    symmetry_share: float = 0.5
+    series_validation_epochs: int = 5
+    cube_validation_every: int = 3
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def validate(self) -> None:
+        """Refuse a configuration no run could follow.
+
+        Raises:
+            ValueError: with the option at fault.
+        """
+        if self.crop % INPUT_MULTIPLE or self.crop < self.model.cube:
+            raise ValueError(f"the crop ({self.crop} voxels) must be a multiple of {INPUT_MULTIPLE} "
+                             f"and at least the cube ({self.model.cube}).")
+        if min(self.epochs, self.steps_per_epoch, self.batch_size) < 1:
+            raise ValueError("epochs, steps per epoch and batch size must be at least 1.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}.")
+        if not 0 < self.validation_share < 1:
+            raise ValueError(f"the validation share must lie between 0 and 1, not {self.validation_share}.")
