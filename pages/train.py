@@ -37,7 +37,7 @@ def start_form() -> None:
         st.error("Choose at least one dataset.")
         return
     run = RunFolder(runs_root() / run_control.run_name(name))
-    if run.holds_run():
+    if run.path.exists():
         st.error(f"A run named {run.name} already exists.")
         return
     config = run_control.training_config(datasets_root(), modalities, int(epochs), width, blocks, not light)

@@ -182,12 +182,17 @@ class RunFolder:
 
 
 def list_runs(root: str | os.PathLike) -> list[RunFolder]:
-    """The runs in ``root`` (folders with a config.json), newest first."""
+    """The runs in ``root``, newest first: folders with a config.json, and those a dashboard
+    has just asked to start (a request.json, before the process wrote its configuration)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    runs = [RunFolder(p) for p in root.iterdir() if (p / CONFIG).is_file()]
-    return sorted(runs, key=lambda r: (r.path / CONFIG).stat().st_mtime, reverse=True)
+    runs = {}
+    for folder in root.iterdir():
+        written = [folder / name for name in (CONFIG, REQUEST) if (folder / name).is_file()]
+        if written:
+            runs[folder] = min(path.stat().st_mtime for path in written)
+    return [RunFolder(folder) for folder in sorted(runs, key=runs.get, reverse=True)]
 
 
 def _alive(pid) -> bool:

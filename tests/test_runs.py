@@ -74,4 +74,8 @@ def test_evaluations_and_runs_are_found(tmp_path):
     assert new.read_evaluation()["final_score"] == 0.7 and new.read_evaluation(test_set=True)["final_score"] == 0.6
     (tmp_path / "not-a-run").mkdir()
     assert {r.name for r in list_runs(tmp_path)} == {"old", "new"}
+    asked = RunFolder(tmp_path / "asked")
+    asked.write_request({"epochs": 2})  # started from the dashboard, its process not yet up
+    assert list_runs(tmp_path)[0].name == "asked" and not asked.holds_run()
+    assert asked.read_status()["state"] == STARTING
     assert list_runs(tmp_path / "absent") == []

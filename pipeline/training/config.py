@@ -58,6 +58,8 @@ class TrainConfig(JsonConfig):
         Raises:
             ValueError: with the option at fault.
         """
+        if not self.datasets:
+            raise ValueError("no dataset to train on: build one with `python -m pipeline build`.")
         if self.crop % INPUT_MULTIPLE or self.crop < self.model.cube:
             raise ValueError(f"the crop ({self.crop} voxels) must be a multiple of {INPUT_MULTIPLE} "
                              f"and at least the cube ({self.model.cube}).")
