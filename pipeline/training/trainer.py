@@ -96,7 +96,9 @@ def prepare_run(config: TrainConfig | None, folder: RunFolder, resume: bool) -> 
     """The run's configuration and split: read back when resuming, else checked, drawn and
     written into a folder that holds no run yet."""
     if resume:
-        return TrainConfig.from_dict(folder.read_config()), folder.read_split()
+        config = TrainConfig.from_dict(folder.read_config())
+        config.validate()
+        return config, folder.read_split()
     if config is None:
         raise ValueError("a new run needs a training configuration.")
     config.validate()
