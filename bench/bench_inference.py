@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_inference.py --model RUN/best.pt [--repeats 5]
 
-Runs `pipeline.inference.Predictor.predict` in child processes of this command, once with
+Runs `pipeline.inference.predictor.Predictor.predict` in child processes of this command, once with
 glibc's default allocator settings and once with settings that keep freed memory in the
 process (``MALLOC_MMAP_MAX_=0``, ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_TOP_PAD_`` large),
 and prints the median seconds of read, preprocess, network and total (first call apart).

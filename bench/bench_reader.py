@@ -5,7 +5,7 @@
 Writes (once, cached in --out) a 250-slice 512 x 512 CTA-like series and a 180-slice
 MRA-like one, then, for each, times in fresh child processes of this same command:
 
-* ours: ``pipeline.dicom.load_series`` + ``pipeline.preprocess.preprocess``
+* ours: ``pipeline.io.dicom.load_series`` + ``pipeline.preprocess.transforms.preprocess``
   (reorient, crop to the head, resample to 0.8 mm, normalise);
 * SimpleITK: ``ImageSeriesReader`` + ``Resample`` to the same 0.8 mm spacing.
 

@@ -9,7 +9,7 @@ equivalents (crop voxels / 48^3) per second, and how much of it the input pipeli
    CPU for fp32 and bf16 autocast, contiguous and channels-last-3d; on CUDA with what
    `train` uses there (bf16 autocast, channels-last-3d, fused AdamW).
 2. The input pipeline alone: `draw_batch` (cut, augment, targets) without the model.
-3. End to end: `pipeline.train.train` on the built datasets (the default demo datasets on
+3. End to end: `pipeline.training.trainer.train` on the built datasets (the default demo datasets on
    the CPU, built first if missing), crop drawing, targets, augmentation and data movement
    included; the rate of each epoch after the first (cuDNN's choice of algorithms and the
    first draws stay out); loading the volumes into the device's memory is timed apart.

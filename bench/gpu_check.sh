@@ -7,6 +7,7 @@
 # JSON figures go, default the work folder), PYTHON (default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the project, where it is not pip-installed
 work=$(mktemp -d)
 python=${PYTHON:-python3}
 workers=$(nproc)

@@ -1,4 +1,4 @@
-"""Training batches (pipeline.crops): the volume bank, crop plans, the gather, heatmap targets,
+"""Training batches (pipeline.training.crops): the volume bank, crop plans, the gather, heatmap targets,
 and augmentation that moves the aneurysm with the image and swaps Left/Right labels."""
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ MIRROR_AXES = np.array([1.0, 1.0, -1.0])  # a left-right flip negates the x (Lef
 
 
 def head_centre(interior: np.ndarray, stride: int) -> np.ndarray:
-    """Centre (z, y, x voxels of the full grid) of a `pipeline.cubes.head_interior` mask."""
+    """Centre (z, y, x voxels of the full grid) of a `pipeline.preprocess.head.head_interior` mask."""
     if not interior.any():
         return (np.array(interior.shape) * stride - 1) / 2.0
     return np.argwhere(interior).mean(axis=0) * stride + (stride - 1) / 2.0

@@ -22,7 +22,7 @@ MR_TISSUE = 0.05  # MR: normalised intensity above which a voxel is tissue (perc
 
 @dataclass(frozen=True)
 class PreprocessConfig(JsonConfig):
-    """Parameters of the default chain (`pipeline.preprocess.Preprocessor`).
+    """Parameters of the default chain (`pipeline.preprocess.transforms.Preprocessor`).
 
     Attributes:
         orientation: patient directions of increasing array z, y, x.
