@@ -8,15 +8,19 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from dashboard.inference import plain
 from pipeline.data import DATA_ENV, configured_root, demo_root, ensure_demo_data, is_demo, is_ready
+from pipeline.errors import IngestError
+from pipeline.io.rsna import read_train
 
 _GENERATION = threading.Lock()  # one demo generation per server, however many sessions ask
 
 
 @st.cache_data(show_spinner=False)
 def load_train(root: str, modified: float) -> pd.DataFrame:
-    """``train.csv`` of a data folder (keyed by path and modification time)."""
-    return pd.read_csv(Path(root) / "train.csv")
+    """``train.csv`` of a data folder, checked (`pipeline.io.rsna.read_train`; keyed by path
+    and modification time)."""
+    return read_train(Path(root))
 
 
 def train_table(root: Path) -> pd.DataFrame:
@@ -31,7 +35,8 @@ def series_label(row: dict) -> str:
 
 
 def data_source() -> Path | None:
-    """The data folder in use, generating the demo data on first launch; None if unusable."""
+    """The data folder in use, generating the demo data on first launch; None if unusable
+    (the sidebar says why)."""
     configured = configured_root()
     if configured is not None:
         if not is_ready(configured):
@@ -39,12 +44,22 @@ def data_source() -> Path | None:
                 f"{DATA_ENV} names a folder without train.csv and series/: {configured}", icon=":material/error:"
             )
             return None
-        return configured
+        return _checked(configured)
     root = demo_root()
     if not is_ready(root):
         with _GENERATION:
             if not is_ready(root):
                 _generate_demo()
+    return _checked(root)
+
+
+def _checked(root: Path) -> Path | None:
+    """``root`` if its train.csv passes `read_train`'s checks, else None and the reason."""
+    try:
+        train_table(root)
+    except IngestError as exc:
+        st.sidebar.error(plain(f"The data folder {root} cannot be used: {exc}"), icon=":material/error:")
+        return None
     return root
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from pipeline.labels import LOCATIONS
@@ -14,6 +15,7 @@ def run_app(monkeypatch, tmp_path, series=2):
     return AppTest.from_file("../app.py", default_timeout=120).run()
 
 
+@pytest.mark.slow  # generates a demo in a child process (~10 s)
 def test_first_launch_generates_the_demo_data_and_names_it(monkeypatch, tmp_path):
     app = run_app(monkeypatch, tmp_path)
     assert not app.exception

@@ -136,6 +136,7 @@ def test_fake_patient_fields_are_written(demo):
     assert ds.PatientBirthDate and ds.PatientAge.endswith("Y")
 
 
+@pytest.mark.slow  # generates the demo twice (~9 s)
 def test_same_seed_same_bytes(tmp_path):
     first = generate_demo_data(tmp_path / "a", n_series=2, seed=7, workers=1).root
     second = generate_demo_data(tmp_path / "b", n_series=2, seed=7, workers=1).root

@@ -45,6 +45,7 @@ def test_cli_json_has_exactly_the_14_names(demo, trained):
         assert candidate["location"] in LOCATIONS and {"x", "y"} <= set(candidate["coordinates"])
 
 
+@pytest.mark.slow  # scores series four times (~17 s)
 def test_the_mirrored_pass_is_the_default_and_no_flip_scores_once(demo, trained):
     folder, _ = a_series(demo)
     both = Predictor(trained / "best.pt")

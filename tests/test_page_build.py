@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from pipeline.dataset.store import MANIFEST_NAME
@@ -30,6 +31,7 @@ def test_the_balance_table_matches_the_manifest(monkeypatch, demo, built):
     assert len(app.get("download_button")) >= 1
 
 
+@pytest.mark.slow  # a real build process (~12 s)
 def test_a_build_started_from_the_page_writes_the_datasets(monkeypatch, demo, tmp_path):
     app = open_page(monkeypatch, demo, tmp_path / "datasets")
     assert "No dataset" in app.info[0].value

@@ -38,7 +38,7 @@ from pipeline.dataset.cubes import extract_cube, sample_points, vessel_candidate
 from pipeline.dataset.store import CUBE_DTYPE, DATASET_FILES, write_manifest
 from pipeline.io.dicom import load_series
 from pipeline.errors import IngestError
-from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS
+from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
 from pipeline.pool import process_pool
 from pipeline.io.rsna import Localizer, read_localizers, read_train
 from pipeline.preprocess.cache import UNREADABLE, ProcessedCache, load_processed, save_processed
@@ -306,6 +306,10 @@ def _tasks(data_root: Path, out: Path, config: BuildConfig, use_cache: bool) -> 
     tasks = []
     for row in table.to_dict("records"):
         uid, modality = str(row["SeriesInstanceUID"]), str(row["Modality"])
+        if modality not in MODALITIES:
+            problems.append(f"Series {uid} has the modality {modality[:40]!r}, which the model does not know "
+                            f"({', '.join(MODALITIES)}); it was left out.")
+            continue
         if modality not in config.modalities:
             continue
         folder = data_root / "series" / uid
