@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard.inference import plain
+from dashboard.text import plain
 from pipeline.data import DATA_ENV, configured_root, demo_root, ensure_demo_data, is_demo, is_ready
 from pipeline.errors import IngestError
 from pipeline.io.rsna import read_train

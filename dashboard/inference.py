@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,16 +281,3 @@ def ground_truth(root: Path, row: dict, prediction: Prediction) -> dict:
             continue  # an image left out by the reader: the label still counts
         points.append({"location": localizer.location, "voxel": [float(v) for v in voxel]})
     return {"labels": {name: int(row[name]) for name in LABEL_COLUMNS}, "points": points}
-
-
-# --------------------------------------------------------------------------------------
-
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$])")
-_AUTOLINK = re.compile(r"(?i)(?<=www)(?=\\\.)|(?<=[a-z])(?=\\:/)|(?<=@)")  # where GFM would start a link
-_JOINER = "\u2060"  # invisible, but breaks the pattern
-
-
-def plain(text: str) -> str:
-    """Text from files (names, headers) made inert for the markdown of st.error and friends:
-    markdown characters escaped, and URLs and e-mail addresses kept from becoming links."""
-    return _AUTOLINK.sub(_JOINER, _MARKDOWN.sub(r"\\\1", str(text)))

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 from pipeline.data import PROJECT_ROOT
-from pipeline.dataset.store import DATASET_FILES, resolve_datasets
+from pipeline.dataset.store import DATASET_FILES, dataset_files
 from pipeline.model.config import ModelConfig
-from pipeline.runs import SETTLED, RunFolder
+from pipeline.runs import RUNNING, SETTLED, STARTING, RunFolder
 from pipeline.training.config import TrainConfig
 
-LIVE = ("running", "starting")  # states in which a run's page view refreshes itself
+LIVE = (RUNNING, STARTING)  # states in which a run's page view refreshes itself
 
 
 def run_name(requested: str) -> str:
@@ -34,9 +34,7 @@ def available_datasets(datasets: Path) -> list[str]:
 def training_config(datasets: Path, modalities: list[str], epochs: int, width: int, blocks: int,
                     first_stage: bool) -> TrainConfig:
     """What the page's form asks for; every other option keeps `TrainConfig`'s default."""
-    wanted = {DATASET_FILES[m] for m in modalities}
-    files = tuple(f for f in resolve_datasets([datasets]) if Path(f).name in wanted)
-    return TrainConfig(datasets=files, epochs=epochs, model=ModelConfig(width=width, blocks=blocks,
+    return TrainConfig(datasets=dataset_files([datasets], modalities), epochs=epochs, model=ModelConfig(width=width, blocks=blocks,
                                                                         first_stage=first_stage))
 
 
@@ -54,7 +52,8 @@ def latest_rate(records: list[dict]) -> float | None:
 
 
 def can_evaluate(run: RunFolder) -> bool:
-    return run.read_evaluation() is None and run.read_status().get("state") in SETTLED
+    """Whether the run's best.pt no longer changes (it may be evaluated)."""
+    return run.read_status().get("state") in SETTLED
 
 
 def comparison_rows(runs: list[RunFolder]) -> list[dict]:

@@ -10,6 +10,7 @@ import streamlit as st
 from dashboard import figures
 from dashboard import inference as infer
 from dashboard.data import page_start, series_label, train_table
+from dashboard.text import plain
 from pipeline.data import is_demo
 from pipeline.errors import IngestError
 from pipeline.inference.predictor import Predictor
@@ -47,7 +48,7 @@ def load_model(model: infer.Model) -> Predictor | None:
         with st.spinner("Loading the model..."):
             loaded = infer.predictor(model.path)
     except Exception as exc:  # a corrupt or incompatible checkpoint must not break the page
-        st.error(infer.plain(f"The model {model.path} cannot be loaded: {exc}"))
+        st.error(plain(f"The model {model.path} cannot be loaded: {exc}"))
         return None
     line = infer.describe_model(model, loaded)
     st.caption("Model in use")
@@ -83,7 +84,7 @@ def upload_input(loaded: Predictor, model: infer.Model) -> None:
     try:
         sources, series = infer.upload_contents(files)
     except IngestError as exc:
-        st.error(infer.plain(exc), icon=":material/error:")
+        st.error(plain(exc), icon=":material/error:")
         return
     if len(series) > 1:
         chosen = st.selectbox(f"This upload holds {len(series)} series: choose one", series,
@@ -109,7 +110,7 @@ def run(key: tuple, model: infer.Model, loaded: Predictor, source, series_uid: s
             result, failure = infer.score(key, model, loaded, source, series_uid, data_row)
             if result is None:
                 status.update(label=failure[0], state="error")
-                st.error(infer.plain(failure[1]), icon=":material/error:")
+                st.error(plain(failure[1]), icon=":material/error:")
                 return
             status.update(label=f"Scored in {result['prediction'].timings['total']:.1f} s", state="complete",
                           expanded=False)

@@ -168,14 +168,12 @@ def train_config(args: argparse.Namespace):
         ValueError: the configuration file or a flag cannot be used.
     """
     from pipeline.data import datasets_root
-    from pipeline.dataset.store import DATASET_FILES, resolve_datasets
+    from pipeline.dataset.store import dataset_files
     from pipeline.training.config import TrainConfig
 
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    files = resolve_datasets(args.datasets or config.datasets or [str(datasets_root())])
-    if args.modalities:
-        wanted = {DATASET_FILES[m.strip()] for m in args.modalities.split(",") if m.strip() in DATASET_FILES}
-        files = tuple(f for f in files if Path(f).name in wanted)
+    modalities = [m.strip() for m in args.modalities.split(",")] if args.modalities else None
+    files = dataset_files(args.datasets or config.datasets or [str(datasets_root())], modalities)
     model = dataclasses.replace(config.model, **_given(args, MODEL_FLAGS))
     return dataclasses.replace(config, datasets=files, model=model, **_given(args, TRAIN_FLAGS))
 

@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import inference as infer
+from dashboard.text import plain
 from pipeline.errors import IngestError
 from pipeline.labels import LABEL_COLUMNS
 
@@ -137,7 +138,7 @@ def test_uploaded_files_become_an_in_memory_source():
 
 
 def test_file_names_shown_in_messages_are_inert_markdown():
-    shown = infer.plain("![x](http://a.example/p.png) **b** :red[c] <i>d</i> me@e.example a_b.dcm")
+    shown = plain("![x](http://a.example/p.png) **b** :red[c] <i>d</i> me@e.example a_b.dcm")
     for active in ("![", "](", "**", ":red[", "<i>", "http://", "me@e"):
         assert active not in shown
 

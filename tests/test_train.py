@@ -131,4 +131,4 @@ def test_a_stop_file_ends_the_run_cleanly(config, tmp_path):
 def _load(path):
     """The network and the checkpoint's meta data as written."""
     trained = load_checkpoint(path)
-    return trained.network, trained.meta.raw
+    return trained.network, trained.meta.to_dict()

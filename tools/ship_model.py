@@ -84,7 +84,7 @@ def card(path: Path) -> str:
     evaluation, test = run.read_evaluation(), run.read_evaluation(test_set=True)
     config, split, status = run.read_config(), run.read_split(), run.read_status()
     trained = load_checkpoint(run.best)
-    meta = trained.meta.raw
+    meta = trained.meta.to_dict()
     size = model_size(trained.network)
     epochs = [r for r in run.read_metrics() if r["kind"] == "epoch"]
     minutes = (status["updated"] - status["started"]) / 60

@@ -43,14 +43,24 @@ def read_manifest(folder: str | os.PathLike) -> dict:
         FileNotFoundError: the folder has none (not a build's output).
         ValueError: it is not the JSON a build writes.
     """
+    return _parse_manifest(Path(folder) / MANIFEST_NAME, _manifest_bytes(folder))
+
+
+def _manifest_bytes(folder: str | os.PathLike) -> bytes:
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{folder} has no {MANIFEST_NAME}: it is not the output of `python -m pipeline build`.")
+    return path.read_bytes()
+
+
+def _parse_manifest(path: Path, content: bytes) -> dict:
     try:
-        manifest = json.loads(path.read_text())
-        manifest["config"]["preprocess"], manifest["series"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise ValueError(f"{path} is damaged or not a build manifest: rebuild the datasets.") from None
+        manifest = json.loads(content)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("series"), dict) or \
+            not isinstance(manifest.get("config"), dict) or not isinstance(manifest["config"].get("preprocess"), dict):
+        raise ValueError(f"{path} is damaged or not a build manifest: rebuild the datasets.")
     return manifest
 
 
@@ -67,6 +77,16 @@ def resolve_datasets(paths) -> tuple[str, ...]:
     if not files:
         raise FileNotFoundError("No dataset (*_dataset.npz) found: build one first with `python -m pipeline build`.")
     return tuple(files)
+
+
+def dataset_files(paths, modalities=None) -> tuple[str, ...]:
+    """`resolve_datasets`, narrowed to the files of ``modalities`` (names of `DATASET_FILES`;
+    None: all)."""
+    files = resolve_datasets(paths)
+    if modalities is None:
+        return files
+    wanted = {DATASET_FILES[m] for m in modalities if m in DATASET_FILES}
+    return tuple(f for f in files if Path(f).name in wanted)
 
 
 def series_labels(files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -99,8 +119,9 @@ def dataset_source(files: tuple[str, ...]) -> DatasetSource:
     folders = sorted({Path(file).parent for file in files})
     digest, volumes, configs = hashlib.sha256(), {}, {}
     for folder in folders:
-        manifest = read_manifest(folder)
-        digest.update((folder / MANIFEST_NAME).read_bytes())
+        content = _manifest_bytes(folder)
+        manifest = _parse_manifest(folder / MANIFEST_NAME, content)
+        digest.update(content)
         preprocess = PreprocessConfig.from_dict(manifest["config"]["preprocess"])
         configs[preprocess.key()] = (folder, preprocess)
         volumes.update(ProcessedCache(folder, preprocess).volumes(manifest["series"]))

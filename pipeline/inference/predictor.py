@@ -109,7 +109,7 @@ class Predictor:
         self.precision = choose_precision("auto", device)
         trained = checkpoint if isinstance(checkpoint, TrainedModel) else \
             load_checkpoint(checkpoint or SHIPPED_MODEL, self.precision.device)
-        self.device, self.meta = self.precision.device, trained.meta
+        self.meta = trained.meta
         self.model = trained.network.to(memory_format=torch.channels_last_3d)
         self.preprocess = trained.meta.preprocess
         self.prior = trained.meta.location_prior

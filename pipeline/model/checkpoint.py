@@ -21,7 +21,7 @@ import json
 import os
 import pickle
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,7 +29,8 @@ import torch
 from pipeline import __version__
 from pipeline.labels import LABEL_COLUMNS, LOCATIONS
 from pipeline.model.locate import LocationPrior
-from pipeline.model.network import AneurysmNet, ModelConfig
+from pipeline.model.config import ModelConfig
+from pipeline.model.network import AneurysmNet
 from pipeline.preprocess.config import PreprocessConfig
 
 ARCHITECTURE = "heatmap-fpn-1"  # checkpoints of other architectures are refused with a clear message
@@ -51,17 +52,20 @@ class CheckpointMeta:
     epoch: int
     validation_auc: float | None = None
     series_validation_score: float | None = None
-    raw: dict = field(default_factory=dict, compare=False, repr=False)  # the JSON as read, for display
 
     def to_json(self) -> str:
-        return json.dumps({
+        return json.dumps(self.to_dict())
+
+    def to_dict(self) -> dict:
+        """The meta data as plain JSON values (what ``meta`` holds, for display and reports)."""
+        return {
             "version": __version__, "architecture": ARCHITECTURE, "model": self.model.to_dict(),
             "labels": list(LABEL_COLUMNS), "locations": list(LOCATIONS), "preprocess": self.preprocess.to_dict(),
             "dataset_manifest_sha256": self.dataset_manifest_sha256,
             "location_prior": self.location_prior.to_dict() if self.location_prior else None,
             "train_config": self.train_config, "epoch": self.epoch, "validation_auc": self.validation_auc,
             "series_validation_score": self.series_validation_score,
-        })
+        }
 
     @classmethod
     def from_json(cls, text: str, path: str | os.PathLike = "the checkpoint") -> "CheckpointMeta":
@@ -86,7 +90,7 @@ class CheckpointMeta:
             return cls(ModelConfig.from_dict(values["model"]), PreprocessConfig.from_dict(values["preprocess"]),
                        LocationPrior.from_dict(prior) if prior else None, dict(values.get("train_config") or {}),
                        str(values.get("dataset_manifest_sha256", "")), int(values.get("epoch", 0)),
-                       values.get("validation_auc"), values.get("series_validation_score"), values)
+                       values.get("validation_auc"), values.get("series_validation_score"))
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{path} has meta data this version cannot read ({exc}); train a new one.") from None
 

@@ -42,6 +42,7 @@ stored in the checkpoints' meta.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -254,12 +255,12 @@ class Trainer:
     def finish_epoch(self, epoch: int, record: dict) -> None:
         """Series validation in the last epochs, ``best.pt`` by the policy, ``last.pt``, the
         epoch's metrics line."""
-        score = None
+        score, meta = None, self.meta(epoch, record["validation_auc"])
         if epoch > self.config.epochs - self.config.series_validation_epochs:
-            trained = TrainedModel(self.state.model, self.meta(epoch, record["validation_auc"]))
+            trained = TrainedModel(self.state.model, meta)
             record.update(evaluate_series(trained, self.data, self.split["validation"], self.precision))
             score = record["series_score"]
-        meta = self.meta(epoch, record["validation_auc"], score)
+            meta = dataclasses.replace(meta, series_validation_score=score)
         self.state.epoch = epoch
         if self.policy.is_best(self.state, score):
             self.policy.record(self.state, score)
@@ -267,9 +268,9 @@ class Trainer:
         save_checkpoint(self.folder.last, self.state.model, meta, **self.state.resume_state())
         self.log(record)
 
-    def meta(self, epoch: int, validation_auc: float | None, series_score: float | None = None) -> CheckpointMeta:
+    def meta(self, epoch: int, validation_auc: float | None) -> CheckpointMeta:
         return CheckpointMeta(self.config.model, self.data.preprocess, self.data.location_prior,
-                              self.config.to_dict(), self.data.manifest_sha256, epoch, validation_auc, series_score)
+                              self.config.to_dict(), self.data.manifest_sha256, epoch, validation_auc)
 
     def log(self, record: dict) -> None:
         self.folder.append_metrics(record)
