@@ -13,6 +13,7 @@ from pipeline.data import DATA_ENV, configured_root, demo_root, ensure_demo_data
 from pipeline.errors import IngestError
 from pipeline.io.rsna import read_train
 
+PROBLEM = "data_problem"  # session key: why the data folder cannot be used (sidebar and pages)
 _GENERATION = threading.Lock()  # one demo generation per server, however many sessions ask
 
 
@@ -37,12 +38,11 @@ def series_label(row: dict) -> str:
 def data_source() -> Path | None:
     """The data folder in use, generating the demo data on first launch; None if unusable
     (the sidebar says why)."""
+    st.session_state.pop(PROBLEM, None)
     configured = configured_root()
     if configured is not None:
         if not is_ready(configured):
-            st.sidebar.error(
-                f"{DATA_ENV} names a folder without train.csv and series/: {configured}", icon=":material/error:"
-            )
+            st.session_state[PROBLEM] = f"{DATA_ENV} names a folder without train.csv and series/: {configured}"
             return None
         return _checked(configured)
     root = demo_root()
@@ -58,7 +58,7 @@ def _checked(root: Path) -> Path | None:
     try:
         train_table(root)
     except IngestError as exc:
-        st.sidebar.error(plain(f"The data folder {root} cannot be used: {exc}"), icon=":material/error:")
+        st.session_state[PROBLEM] = plain(f"The data folder {root} cannot be used: {exc}")
         return None
     return root
 
@@ -77,6 +77,7 @@ def sidebar(root: Path | None) -> None:
     with st.sidebar:
         st.subheader("Data")
         if root is None:
+            st.error(st.session_state.get(PROBLEM, "No data folder."), icon=":material/error:")
             return
         table = train_table(root)
         kind = "Built-in demo (synthetic phantoms)" if is_demo(root) else "RSNA data folder"
@@ -101,5 +102,6 @@ def page_start(title: str) -> Path | None:
     st.title(title)
     root = st.session_state["data_root"]
     if root is None:
-        st.error("No data folder is available: see the sidebar.")
+        st.error(st.session_state.get(PROBLEM, "No data folder is available: see the sidebar."),
+                 icon=":material/error:")
     return root
