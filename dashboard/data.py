@@ -9,7 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.text import plain
-from pipeline.data import DATA_ENV, configured_root, demo_root, ensure_demo_data, is_demo, is_ready
+from pipeline.data import DATA_ENV, configured_root, demo_root, ensure_demo_data, is_ready
+from pipeline.phantoms import VALIDATION_ONLY, family_label, read_family
 from pipeline.errors import IngestError
 from pipeline.io.rsna import read_train
 
@@ -73,6 +74,18 @@ def _generate_demo() -> None:
     bar.empty()
 
 
+def data_kind(root: Path) -> str:
+    """What a data folder is, in a few words: a phantom family (which one, and whether models may
+    train on it) or a real RSNA folder."""
+    family = read_family(root)
+    if family is None:
+        return "RSNA data folder"
+    if family.get(VALIDATION_ONLY):
+        return f"Phantoms, {family_label(family, root)} family (validation only: no model trains on it)"
+    label = family_label(family, root)
+    return "Built-in demo (synthetic phantoms)" if label == "demo" else f"Phantoms: {label}"
+
+
 def sidebar(root: Path | None) -> None:
     with st.sidebar:
         st.subheader("Data")
@@ -80,7 +93,7 @@ def sidebar(root: Path | None) -> None:
             st.error(st.session_state.get(PROBLEM, "No data folder."), icon=":material/error:")
             return
         table = train_table(root)
-        kind = "Built-in demo (synthetic phantoms)" if is_demo(root) else "RSNA data folder"
+        kind = data_kind(root)
         st.markdown(f"**{kind}**")
         st.caption(f"{len(table)} series, {int(table['Aneurysm Present'].sum())} with an aneurysm")
         st.text(str(root))

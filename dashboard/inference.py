@@ -16,7 +16,7 @@ import streamlit as st
 from pipeline.data import PROJECT_ROOT, runs_root
 from pipeline.io.dicom import SeriesInfo, scan
 from pipeline.errors import IngestError
-from pipeline.runs import SETTLED, RunFolder, list_runs
+from pipeline.runs import SETTLED, RunFolder, headline, list_runs, score_rows
 from pipeline.inference.predictor import Prediction, Predictor, SHIPPED_MODEL
 from pipeline.io.archive import read_source
 from dashboard.figures import TRUTH
@@ -90,17 +90,17 @@ def model_key(path: Path) -> str:
 
 
 def describe_model(model: Model, loaded: Predictor) -> str:
-    """One line: what the checkpoint is, and its held-out score when the run was evaluated."""
+    """One line: what the checkpoint is, and its scores per family where the run was evaluated
+    (held-out, the demo test set, the external family, the worst controlled shift)."""
     meta = loaded.meta
     parts = [model.label, f"width {meta.model.width}, {meta.model.blocks} block(s) per stage"]
     if meta.epoch:
         parts.append(f"epoch {meta.epoch}")
     if meta.validation_auc is not None:
         parts.append(f"cube validation AUC {meta.validation_auc:.3f}")
-    for test_set, what in ((False, "held-out series score"), (True, "independent test-set score")):
-        score = (RunFolder(model.path.parent).read_evaluation(test_set) or {}).get("final_score")
-        if score is not None:
-            parts.append(f"{what} {score:.3f}")
+    scores = headline(score_rows(RunFolder(model.path.parent)))
+    if scores:
+        parts.append("final score: " + ", ".join(scores))
     return " · ".join(parts)
 
 

@@ -12,10 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from pipeline.data import PROJECT_ROOT
 from pipeline.dataset.store import DATASET_FILES, dataset_files
 from pipeline.model.config import ModelConfig
-from pipeline.runs import RUNNING, SETTLED, STARTING, RunFolder
+from pipeline.runs import EXTERNAL, OTHER, RUNNING, SETTLED, STARTING, RunFolder, score_rows
 from pipeline.training.config import TrainConfig
 
 LIVE = (RUNNING, STARTING)  # states in which a run's page view refreshes itself
@@ -89,3 +91,23 @@ def evaluate(run: RunFolder, data_root: Path) -> tuple[int, str]:
                              "--data", str(data_root)], cwd=PROJECT_ROOT, capture_output=True, text=True)
     lines = (result.stdout or result.stderr).strip().splitlines()
     return result.returncode, lines[-1] if lines else ""
+
+
+SCORE_COLUMNS = ("final score", "Aneurysm Present AUC", "mean Aneurysm Present of negatives")
+
+
+def family_table(run: RunFolder) -> tuple[pd.DataFrame, bool]:
+    """The run's evaluations, one row per test set; and whether any measures transfer
+    (the external family or other data), not only in-family fit."""
+    rows = score_rows(run)
+    table = pd.DataFrame([{k: v for k, v in row.items() if k != "per modality"} for row in rows])
+    return table, any(row["measures"] in (EXTERNAL, OTHER) for row in rows)
+
+
+def modality_table(run: RunFolder) -> pd.DataFrame:
+    """Each evaluation's figures per modality."""
+    keys = {"series": "series", "final score": "final_score", "Aneurysm Present AUC": "aneurysm_present_auc",
+            "mean Aneurysm Present of negatives": "negative_mean_present"}
+    return pd.DataFrame([{"test set": row["test set"], "modality": modality,
+                          **{column: part.get(key) for column, key in keys.items()}}
+                         for row in score_rows(run) for modality, part in row["per modality"].items()])

@@ -85,6 +85,22 @@ def _score(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.3f}"
 
 
+def family_scores(run: RunFolder) -> None:
+    """The run's scores on every family it was scored on: in-family fit is not transfer."""
+    st.subheader("Scores by family")
+    table, measured_transfer = run_control.family_table(run)
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={name: st.column_config.NumberColumn(format="%.3f") for name in run_control.SCORE_COLUMNS})
+    if not measured_transfer:
+        st.caption("Only in-family figures so far: they measure fit to the demo generator, not transfer. "
+                   "Score the run on the external family and the controlled shifts with "
+                   f"`python -m pipeline evaluate --run {run.path} --families`.")
+    with st.expander("Per modality"):
+        st.dataframe(run_control.modality_table(run), hide_index=True, width="stretch",
+                     column_config={name: st.column_config.NumberColumn(format="%.3f")
+                                    for name in run_control.SCORE_COLUMNS})
+
+
 def evaluation(run: RunFolder, data_root) -> None:
     result = run.read_evaluation()
     if result is None:
@@ -94,15 +110,7 @@ def evaluation(run: RunFolder, data_root) -> None:
             (st.success if code == 0 else st.error)(line)
             st.rerun()
         return
-    held_out, test_set = st.columns(2)
-    held_out.metric("Series-level final score (held-out)", _score(result["final_score"]),
-                    help="½ · (AUC of Aneurysm Present + mean of the location AUCs); locations with one class are "
-                         "undefined.")
-    test = run.read_evaluation(test_set=True)
-    if test is not None:
-        test_set.metric(f"Independent test set ({test['series']} series)", _score(test["final_score"]),
-                        help="Every series of a dataset the run never trained on nor chose its epoch with "
-                             "(python -m pipeline evaluate --run RUN --test-set DIR).")
+    family_scores(run)
     left, right = st.columns(2)
     left.plotly_chart(figures.location_aucs(result), width="stretch")
     right.plotly_chart(figures.roc(result), width="stretch")

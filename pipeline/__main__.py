@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.demo import DEMO_SERIES as DEMO_SERIES_DEFAULT
 from pipeline.errors import IngestError
+from pipeline.external import EXTERNAL_SERIES as EXTERNAL_SERIES_DEFAULT
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -60,14 +62,34 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_data(args: argparse.Namespace) -> int:
-    from pipeline.demo.generate import generate_demo_data
+def demo_series(args: argparse.Namespace) -> int:
+    """How many series ``demo-data`` writes: ``--series``, else the family's default size."""
+    return args.series or (EXTERNAL_SERIES_DEFAULT if args.family == "external" else DEMO_SERIES_DEFAULT)
 
+
+def _demo_data(args: argparse.Namespace) -> int:
     from pipeline.data import demo_root
 
     try:
-        summary = generate_demo_data(args.out or demo_root(), n_series=args.series, seed=args.seed,
-                                     workers=args.workers, progress=_progress_bar)
+        if args.family == "external":
+            from pipeline.external.generate import generate_external_data
+
+            if args.shift or args.randomise:
+                raise ValueError("--shift and --randomise change the demo family; the external family has neither")
+            if args.out is None:
+                raise ValueError("--out is needed for the external family (the default folder holds the demo data)")
+            summary = generate_external_data(args.out, n_series=demo_series(args), seed=args.seed,
+                                             workers=args.workers, progress=_progress_bar)
+        else:
+            from pipeline.demo.generate import Shift, generate_demo_data
+
+            shift = Shift.parse(args.shift or "")
+            if (shift != Shift() or args.randomise) and args.out is None:
+                raise ValueError("--out is needed with --shift or --randomise (the default folder holds the demo "
+                                 "data itself)")
+            summary = generate_demo_data(args.out or demo_root(), n_series=demo_series(args),
+                                         seed=args.seed, workers=args.workers, progress=_progress_bar, shift=shift,
+                                         randomised=args.randomise)
     except (FileExistsError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -142,8 +164,12 @@ def _build(args: argparse.Namespace) -> int:
         else:
             _progress_bar(done, total)
 
-    manifest = build_datasets(data, out, config, workers=args.workers, use_cache=not args.no_cache,
-                              progress=progress)
+    try:
+        manifest = build_datasets(data, out, config, workers=args.workers, use_cache=not args.no_cache,
+                                  progress=progress)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.progress_json:
         return 0
     print(file=sys.stderr)
@@ -169,13 +195,14 @@ def train_config(args: argparse.Namespace):
     """
     from pipeline.data import datasets_root
     from pipeline.dataset.store import dataset_files
-    from pipeline.training.config import TrainConfig
+    from pipeline.training.config import AugmentConfig, TrainConfig
 
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     modalities = [m.strip() for m in args.modalities.split(",")] if args.modalities else None
     files = dataset_files(args.datasets or config.datasets or [str(datasets_root())], modalities)
     model = dataclasses.replace(config.model, **_given(args, MODEL_FLAGS))
-    return dataclasses.replace(config, datasets=files, model=model, **_given(args, TRAIN_FLAGS))
+    augment = AugmentConfig.preset(args.augment) if args.augment else config.augment
+    return dataclasses.replace(config, datasets=files, model=model, augment=augment, **_given(args, TRAIN_FLAGS))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -238,6 +265,8 @@ def _predict(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from pipeline.inference.evaluate import evaluate_run
 
+    if args.families:
+        return _evaluate_families(args)
     what = "test-set series" if args.test_set else "held-out series"
     try:
         result = evaluate_run(args.run, args.test_set or _data_root(args.data), flip=args.flip, test_set=bool(args.test_set),
@@ -246,17 +275,55 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(file=sys.stderr)
-    score = result["final_score"]
-    print(f"{what}: {result['series']}; final score {'undefined' if score is None else f'{score:.4f}'}; "
-          f"Aneurysm Present AUC {result['aneurysm_present_auc']}; mean location AUC {result['location_auc_mean']} "
-          f"({result['locations_defined']} of 13 locations defined)")
+    name = f"test set '{result['test_set']}'" if args.test_set else "held-out series"
+    print(f"{name}: {result['series']} series; {_figures(result)}; mean location AUC "
+          f"{_number(result['location_auc_mean'])} ({result['locations_defined']} of 13 locations defined)")
+    for modality, part in result["per_modality"].items():
+        print(f"  {modality}: {part['series']} series; {_figures(part)}")
     return 0
+
+
+def _evaluate_families(args: argparse.Namespace) -> int:
+    from pipeline.data import validation_root
+    from pipeline.validation import evaluate_families
+
+    if args.test_set:
+        print("error: --families scores every validation set; --test-set scores one: give one of them", file=sys.stderr)
+        return 2
+    state = {"name": None}
+
+    def report(name: str, what: str, done: int, total: int) -> None:
+        if state["name"] != (name, what):
+            if state["name"] is not None:
+                print(file=sys.stderr)
+            state["name"] = (name, what)
+        _progress_bar(done, total, f"{name}: {what}")
+
+    try:
+        results = evaluate_families(args.run, args.validation_dir or validation_root(), flip=args.flip, report=report)
+    except (ValueError, FileNotFoundError, FileExistsError, OSError) as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+    print(file=sys.stderr)
+    for name, result in results.items():
+        print(f"{name}: {result['series']} series; {_figures(result)}")
+    return 0
+
+
+def _number(value) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
+
+
+def _figures(result: dict) -> str:
+    return (f"final score {_number(result['final_score'])}, Aneurysm Present AUC {_number(result['aneurysm_present_auc'])}, "
+            f"mean Aneurysm Present of negatives {_number(result['negative_mean_present'])} "
+            f"/ of positives {_number(result['positive_mean_present'])}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from pipeline.dataset.config import BuildConfig
     from pipeline.model.config import PRECISIONS
-    from pipeline.training.config import TrainConfig
+    from pipeline.training.config import AUGMENTATIONS, TrainConfig
 
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -272,9 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="one JSON object on standard output")
     inspect.set_defaults(handler=_inspect)
 
-    demo = commands.add_parser("demo-data", help="write the synthetic demo dataset (RSNA layout)")
+    demo = commands.add_parser("demo-data", help="write synthetic phantoms (RSNA layout): the demo family, a "
+                                                 "shifted copy of it, or the external validation family")
     demo.add_argument("--out", help="destination folder, must not exist or be empty (default: data/demo)")
-    demo.add_argument("--series", type=int, default=200, help="number of series (default 200)")
+    demo.add_argument("--family", choices=("demo", "external"), default="demo",
+                      help="demo: the training family (default); external: written independently, validation only")
+    demo.add_argument("--shift", help="a controlled change of the demo family, e.g. 'calibre=0.7' or 'noise=2,slice=2' "
+                                      "(calibre, contrast, noise, slice, pixel, head: factors; rotation: degrees)")
+    demo.add_argument("--randomise", action="store_true",
+                      help="domain randomisation: draw anatomy, contrast and scanner from wide ranges "
+                           "(measured: it did not help the default model yet; see the README)")
+    demo.add_argument("--series", type=int, default=None,
+                      help=f"number of series (default {DEMO_SERIES_DEFAULT}; external {EXTERNAL_SERIES_DEFAULT})")
     demo.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     demo.add_argument("--workers", type=int, default=None, help="processes (default: cores, at most 4)")
     demo.set_defaults(handler=_demo_data)
@@ -322,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-first-stage", dest="first_stage", action="store_const", const=False, default=None,
                        help="without the first stage (at the stem's resolution): half the multiply-adds")
     train.add_argument("--precision", choices=PRECISIONS, help=f"(default {train_defaults.precision})")
+    train.add_argument("--augment", choices=AUGMENTATIONS,
+                       help="intensity and resolution augmentation: mild (default) or strong (nnU-Net strength)")
     train.add_argument("--seed", type=int, help=f"split, initialisation and batches (default {train_defaults.seed})")
     train.set_defaults(handler=_train)
 
@@ -340,7 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-flip", dest="flip", action="store_false",
                           help="score each series once, without the left-right mirrored pass")
     evaluate.add_argument("--test-set", metavar="DIR",
-                          help="score every series of another dataset the run never saw (writes test_evaluation.json)")
+                          help="score every series of another dataset the run never saw, e.g. the external family or a "
+                               "shifted demo (writes test_sets/<family>.json)")
+    evaluate.add_argument("--families", action="store_true",
+                          help="score every validation set (the demo test seed, each controlled shift, the external "
+                               "family), generating the missing ones first")
+    evaluate.add_argument("--validation-dir", metavar="DIR",
+                          help="where the validation sets are kept (default: ANEURYSM_VALIDATION_DIR, else data/validation)")
     evaluate.set_defaults(handler=_evaluate)
     return parser
 

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from pipeline.demo import DEMO_SERIES, MANIFEST
+from pipeline.demo import DEMO_SERIES
+from pipeline.phantoms import MANIFEST
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_ENV = "ANEURYSM_DATA"
@@ -38,6 +39,15 @@ RUNS_ENV = "ANEURYSM_RUNS_DIR"
 def runs_root() -> Path:
     """Where training runs go by default (``ANEURYSM_RUNS_DIR`` or runs/)."""
     return Path(os.environ.get(RUNS_ENV) or PROJECT_ROOT / "runs")
+
+
+VALIDATION_ENV = "ANEURYSM_VALIDATION_DIR"
+
+
+def validation_root() -> Path:
+    """Where the validation sets go (``ANEURYSM_VALIDATION_DIR`` or data/validation):
+    `pipeline.validation.validation_sets`."""
+    return Path(os.environ.get(VALIDATION_ENV) or PROJECT_ROOT / "data" / "validation")
 
 
 def demo_root() -> Path:

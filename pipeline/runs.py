@@ -11,7 +11,9 @@ A run is a folder:
 * ``status.json``: the run's state (`STATES`), its process, epoch, device and precision;
 * ``STOP``: created by whoever wants the run to stop after its current step;
 * ``last.pt`` and ``best.pt``: checkpoints (`pipeline.model.checkpoint`);
-* ``evaluation.json`` / ``test_evaluation.json``: what ``evaluate`` measured;
+* ``evaluation.json``: what ``evaluate`` measured on the run's held-out series;
+* ``test_sets/<name>.json``: what ``evaluate --test-set DIR`` measured on each other dataset,
+  named after its phantom family and shift (`pipeline.phantoms.family_label`) or its folder;
 * ``train.log``: the output of a run started from the dashboard.
 
 No torch here: the dashboard imports this module on every page.
@@ -36,7 +38,7 @@ BEST = "best.pt"
 LAST = "last.pt"
 LOG = "train.log"
 EVALUATION = "evaluation.json"
-TEST_EVALUATION = "test_evaluation.json"
+TEST_SETS = "test_sets"
 
 # The states of a run. The first four are written by the training process; the last two are
 # what a reader concludes: no status yet (the process is starting), or "running" written by a
@@ -171,14 +173,90 @@ class RunFolder:
 
     # evaluation ---------------------------------------------------------------------
 
-    def write_evaluation(self, result: dict, test_set: bool = False) -> None:
-        write_json(self.path / (TEST_EVALUATION if test_set else EVALUATION), result)
+    def write_evaluation(self, result: dict) -> None:
+        write_json(self.path / EVALUATION, result)
 
-    def read_evaluation(self, test_set: bool = False) -> dict | None:
-        """What ``evaluate`` wrote (``test_evaluation.json`` with ``test_set``), or None
-        before any evaluation."""
-        path = self.path / (TEST_EVALUATION if test_set else EVALUATION)
+    def read_evaluation(self) -> dict | None:
+        """What ``evaluate`` wrote on the held-out series, or None before any evaluation."""
+        path = self.path / EVALUATION
         return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_test_evaluation(self, result: dict) -> Path:
+        """Keep a test set's result under its ``test_set`` name (one file per name); its path."""
+        path = self.path / TEST_SETS / f"{slug(result['test_set'])}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, result)
+        return path
+
+    def read_test_evaluations(self) -> dict[str, dict]:
+        """Every test set's result by name: the unshifted demo family first, then its shifts,
+        then the other families and datasets, each group by name."""
+        folder = self.path / TEST_SETS
+        results = {}
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                result = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(result, dict) and isinstance(result.get("test_set"), str):
+                results[result["test_set"]] = result
+
+        def order(name: str):
+            return (name != "demo", not name.startswith("demo"), name)
+
+        return {name: results[name] for name in sorted(results, key=order)}
+
+
+IN_FAMILY, SHIFTED, EXTERNAL, OTHER = "in family", "shifted demo", "external family", "other data"
+
+
+def set_kind(name: str) -> str:
+    """What a test set measures: in-family fit (the demo family), robustness to one controlled
+    shift of it, or transfer (the external family, other data)."""
+    if name == "demo":
+        return IN_FAMILY
+    if name.startswith("demo,"):
+        return SHIFTED
+    return EXTERNAL if name == "external" else OTHER
+
+
+def score_rows(run: RunFolder) -> list[dict]:
+    """One row per evaluation of the run (held-out series, then every test set), with the
+    figures every display shows: never the in-family number alone."""
+    evaluations = {"held-out series": run.read_evaluation(), **run.read_test_evaluations()}
+    rows = []
+    for name, result in evaluations.items():
+        if result is None:
+            continue
+        rows.append({"test set": name, "measures": IN_FAMILY if name == "held-out series" else set_kind(name),
+                     "series": result.get("series"), "final score": result.get("final_score"),
+                     "Aneurysm Present AUC": result.get("aneurysm_present_auc"),
+                     "mean Aneurysm Present of negatives": result.get("negative_mean_present"),
+                     "per modality": result.get("per_modality", {})})
+    return rows
+
+
+def headline(rows: list[dict]) -> list[str]:
+    """Short phrases for a model line: held-out and in-family test score, the external family's,
+    and the worst shift."""
+    def score(value) -> str:
+        return "undefined" if value is None else f"{value:.3f}"
+
+    named = {row["test set"]: row for row in rows}
+    parts = [f"{label} {score(named[name]['final score'])}" for name, label in
+             (("held-out series", "held-out"), ("demo", "demo test set")) if name in named]
+    if "external" in named:
+        parts.append(f"external family {score(named['external']['final score'])}")
+    shifted = [row for row in rows if row["measures"] == SHIFTED and row["final score"] is not None]
+    if shifted:
+        worst = min(shifted, key=lambda row: row["final score"])
+        parts.append(f"worst shift {score(worst['final score'])} ({worst['test set'].removeprefix('demo, ')})")
+    return parts
+
+
+def slug(name: str) -> str:
+    """A file or folder name for a test set's name."""
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "test-set"
 
 
 def list_runs(root: str | os.PathLike) -> list[RunFolder]:

@@ -43,7 +43,7 @@ def demo(tmp_path_factory):
     import json
 
     from pipeline.demo.generate import generate_demo_data
-    from pipeline.demo import MANIFEST
+    from pipeline.phantoms import MANIFEST
 
     root = tmp_path_factory.mktemp("demo") / "data"
     summary = generate_demo_data(root, n_series=8, seed=DEMO_SEED, workers=2)

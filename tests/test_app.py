@@ -58,3 +58,22 @@ def test_the_page_script_does_not_stay_the_main_module_after_a_page_test():
     import sys
 
     assert not str(getattr(sys.modules["__main__"], "__file__", "")).endswith("app.py")
+
+
+def test_the_sidebar_names_the_phantom_family_of_the_data_folder(tmp_path):
+    import json
+
+    from dashboard.data import data_kind
+
+    for name, record, expected in (
+        ("demo", {"generator": "pipeline.demo"}, "Built-in demo (synthetic phantoms)"),
+        ("shifted", {"family": "demo", "shift": {"noise": 2.5}}, "Phantoms: demo, noise x2.5"),
+        ("external", {"family": "external", "validation_only": True},
+         "Phantoms, external family (validation only: no model trains on it)"),
+        ("rsna", None, "RSNA data folder"),
+    ):
+        folder = tmp_path / name
+        folder.mkdir()
+        if record is not None:
+            (folder / "demo_manifest.json").write_text(json.dumps({**record, "series": {}}))
+        assert data_kind(folder) == expected

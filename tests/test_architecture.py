@@ -16,10 +16,13 @@ SHARED = {"pipeline", "pipeline.config", "pipeline.errors", "pipeline.files", "p
 STAGES = {
     "pipeline.io": set(),
     "pipeline.preprocess": set(),
-    "pipeline.demo": {"pipeline.io"},
-    "pipeline.dataset": {"pipeline.io", "pipeline.preprocess"},
+    "pipeline.phantoms": {"pipeline.io"},
+    "pipeline.demo": {"pipeline.io", "pipeline.phantoms"},
+    # the external family shares the demo's acquisition grid and interpolation, not its image model
+    "pipeline.external": {"pipeline.io", "pipeline.phantoms", "pipeline.demo"},
+    "pipeline.dataset": {"pipeline.io", "pipeline.preprocess", "pipeline.phantoms"},
     "pipeline.model": {"pipeline.preprocess"},
-    "pipeline.inference": {"pipeline.io", "pipeline.preprocess", "pipeline.model"},
+    "pipeline.inference": {"pipeline.io", "pipeline.preprocess", "pipeline.model", "pipeline.phantoms"},
     "pipeline.training": {"pipeline.dataset", "pipeline.preprocess", "pipeline.model", "pipeline.inference"},
 }
 TORCH_FREE = ["pipeline.runs", "pipeline.config", "pipeline.preprocess.config", "pipeline.dataset.config",

@@ -44,7 +44,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, target):
 
 
 def test_command_defaults_are_the_library_defaults(built):
-    from pipeline.__main__ import build_config, build_parser, train_config
+    from pipeline.__main__ import build_config, build_parser, demo_series, train_config
     from pipeline.dataset.config import BuildConfig
     from pipeline.demo import DEMO_SERIES
     from pipeline.training.config import TrainConfig
@@ -53,4 +53,5 @@ def test_command_defaults_are_the_library_defaults(built):
     resolved = train_config(build_parser().parse_args(["train", "--datasets", str(out)]))
     assert resolved == TrainConfig(datasets=resolved.datasets)  # every option, the model's included
     assert build_config(build_parser().parse_args(["build"])) == BuildConfig()
-    assert build_parser().parse_args(["demo-data"]).series == DEMO_SERIES
+    assert demo_series(build_parser().parse_args(["demo-data"])) == DEMO_SERIES
+    assert demo_series(build_parser().parse_args(["demo-data", "--family", "external", "--out", "x"])) == 48

@@ -11,7 +11,8 @@ import pydicom
 import pytest
 
 from pipeline.demo.generate import generate_demo_data, plan_dataset
-from pipeline.demo.generate import FAKE_PATIENT_TOKEN, LOCALIZER_COLUMNS, PLANES, TRAIN_COLUMNS
+from pipeline.demo.generate import PLANES
+from pipeline.phantoms import FAKE_PATIENT_TOKEN, LOCALIZER_COLUMNS, TRAIN_COLUMNS
 from pipeline.io.dicom import load_series
 from pipeline.labels import LOCATIONS
 from pipeline.preprocess.transforms import preprocess

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.__main__ import main
 from pipeline.inference.evaluate import evaluate_run
-from pipeline.runs import TEST_EVALUATION
+from pipeline.runs import TEST_SETS
 from pipeline.labels import LABEL_COLUMNS
 
 from tests.helpers import unseen_dataset
@@ -20,7 +20,14 @@ def test_a_test_set_is_scored_whole_and_must_be_unseen(built, trained, tmp_path,
     unseen = unseen_dataset(root, run, tmp_path / "unseen")
 
     result = evaluate_run(run, unseen, test_set=True)
-    assert result["series"] == len(validation) and (run / TEST_EVALUATION).is_file()
+    assert result["series"] == len(validation) and (run / TEST_SETS / "unseen.json").is_file()
+    assert result["test_set"] == "unseen" and result["family"] is None  # not a phantom family: the folder names it
+    modalities = {r["modality"] for r in result["predictions"]}
+    assert set(result["per_modality"]) == modalities
+    assert sum(part["series"] for part in result["per_modality"].values()) == result["series"]
+    negatives = [r["Aneurysm Present"] for r in result["predictions"]
+                 if r["series_uid"] not in _positives(root)]
+    assert result["negative_mean_present"] == pytest.approx(sum(negatives) / len(negatives))
     assert {r["series_uid"] for r in result["predictions"]} == set(validation)
     assert all(set(LABEL_COLUMNS) <= set(r) for r in result["predictions"])
 
@@ -29,3 +36,10 @@ def test_a_test_set_is_scored_whole_and_must_be_unseen(built, trained, tmp_path,
     assert main(["evaluate", "--run", str(run), "--test-set", str(root)]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "never saw" in error[0]
+
+
+def _positives(root) -> set[str]:
+    import pandas as pd
+
+    table = pd.read_csv(root / "train.csv", dtype={"SeriesInstanceUID": str})
+    return set(table.SeriesInstanceUID[table["Aneurysm Present"] == 1])

@@ -143,11 +143,13 @@ def test_file_names_shown_in_messages_are_inert_markdown():
         assert active not in shown
 
 
-def test_the_model_line_gives_the_shipped_models_held_out_and_test_set_scores():
+def test_the_model_line_gives_the_shipped_models_scores_in_and_out_of_its_family():
     from pipeline.inference.predictor import Predictor, SHIPPED_MODEL
 
     folder = SHIPPED_MODEL.parent
     line = infer.describe_model(infer.Model(SHIPPED_MODEL, "Shipped model"), Predictor(SHIPPED_MODEL))
     held_out = json.loads((folder / "evaluation.json").read_text())["final_score"]
-    test = json.loads((folder / "test_evaluation.json").read_text())["final_score"]
-    assert f"held-out series score {held_out:.3f}" in line and f"independent test-set score {test:.3f}" in line
+    test = json.loads((folder / "test_sets" / "demo.json").read_text())["final_score"]
+    external = json.loads((folder / "test_sets" / "external.json").read_text())["final_score"]
+    assert f"held-out {held_out:.3f}" in line and f"demo test set {test:.3f}" in line
+    assert f"external family {external:.3f}" in line and "worst shift" in line

@@ -34,8 +34,7 @@ def test_a_finished_run_is_shown_with_its_numbers(monkeypatch, demo, built, trai
     assert app.dataframe[-1].value.Run.tolist() == ["first"]
 
 
-def test_a_run_scored_on_a_test_set_shows_that_score_beside_the_held_out_one(monkeypatch, demo, built, trained,
-                                                                            tmp_path):
+def test_a_run_scored_on_a_test_set_shows_every_score_by_family(monkeypatch, demo, built, trained, tmp_path):
     from pipeline.inference.evaluate import evaluate_run
 
     runs = tmp_path / "runs"
@@ -44,10 +43,12 @@ def test_a_run_scored_on_a_test_set_shows_that_score_beside_the_held_out_one(mon
     held_out = evaluate_run(run, demo[0])
     test = evaluate_run(run, unseen_dataset(demo[0], run, tmp_path / "unseen"), test_set=True)
     app = open_page(monkeypatch, demo, built, runs)
-    metrics = {m.label: m.value for m in app.metric}
-    shown = lambda score: "undefined" if score is None else f"{score:.3f}"  # noqa: E731
-    assert metrics["Series-level final score (held-out)"] == shown(held_out["final_score"])
-    assert metrics[f"Independent test set ({test['series']} series)"] == shown(test["final_score"])
+    table = next(frame.value for frame in app.dataframe if "measures" in frame.value.columns)
+    assert table["test set"].tolist() == ["held-out series", "unseen"]
+    assert table["measures"].tolist() == ["in family", "other data"]
+    assert table["series"].tolist() == [held_out["series"], test["series"]]
+    assert table["final score"].tolist() == pytest.approx([held_out["final_score"], test["final_score"]], nan_ok=True)
+    assert not any("Only in-family figures" in c.value for c in app.caption)  # other data measures transfer
 
 
 @pytest.mark.slow  # a real training process (~50 s)

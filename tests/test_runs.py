@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from pipeline.runs import (FINISHED, INTERRUPTED, RUNNING, SETTLED, STARTING, STATES, STOPPED, RunFolder,
-                           list_runs)
+from pipeline.runs import (FINISHED, INTERRUPTED, RUNNING, SETTLED, STARTING, STATES, STOPPED, RunFolder, headline,
+                           list_runs, score_rows)
 
 
 def test_a_new_folder_is_starting_and_holds_no_run(tmp_path):
@@ -70,8 +70,13 @@ def test_evaluations_and_runs_are_found(tmp_path):
         run.write_config({"epochs": 1})
     assert run.read_evaluation() is None
     new.write_evaluation({"final_score": 0.7})
-    new.write_evaluation({"final_score": 0.6}, test_set=True)
-    assert new.read_evaluation()["final_score"] == 0.7 and new.read_evaluation(test_set=True)["final_score"] == 0.6
+    for name, score in (("external", 0.55), ("demo, calibre x0.7", 0.8), ("demo", 0.9), ("demo, noise x2.5", 0.6)):
+        new.write_test_evaluation({"test_set": name, "final_score": score})
+    new.write_test_evaluation({"test_set": "external", "final_score": 0.6})  # a later evaluation replaces it
+    assert new.read_evaluation()["final_score"] == 0.7
+    tests = new.read_test_evaluations()
+    assert list(tests) == ["demo", "demo, calibre x0.7", "demo, noise x2.5", "external"]
+    assert tests["external"]["final_score"] == 0.6
     (tmp_path / "not-a-run").mkdir()
     assert {r.name for r in list_runs(tmp_path)} == {"old", "new"}
     asked = RunFolder(tmp_path / "asked")
@@ -79,3 +84,20 @@ def test_evaluations_and_runs_are_found(tmp_path):
     assert list_runs(tmp_path)[0].name == "asked" and not asked.holds_run()
     assert asked.read_status()["state"] == STARTING
     assert list_runs(tmp_path / "absent") == []
+
+
+def test_the_scores_every_display_shows_name_the_family_and_the_worst_shift(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    run.create()
+    run.write_evaluation({"final_score": 0.91, "series": 50})
+    assert headline(score_rows(run)) == ["held-out 0.910"]
+    for name, score in (("demo", 0.9), ("demo, calibre x0.7", 0.71), ("demo, rotation 25 deg", 0.84),
+                        ("external", 0.6), ("my-hospital", None)):
+        run.write_test_evaluation({"test_set": name, "final_score": score, "series": 48,
+                                   "per_modality": {"CTA": {"series": 48, "final_score": score}}})
+    rows = score_rows(run)
+    assert [(r["test set"], r["measures"]) for r in rows] == [
+        ("held-out series", "in family"), ("demo", "in family"), ("demo, calibre x0.7", "shifted demo"),
+        ("demo, rotation 25 deg", "shifted demo"), ("external", "external family"), ("my-hospital", "other data")]
+    assert headline(rows) == ["held-out 0.910", "demo test set 0.900", "external family 0.600",
+                              "worst shift 0.710 (calibre x0.7)"]

@@ -105,3 +105,29 @@ def test_negative_series_score_lower_than_positive_ones_on_average(scored, full_
     positive = [v for uid, v in present.items() if table.loc[uid, ANEURYSM_PRESENT] == 1]
     negative = [v for uid, v in present.items() if table.loc[uid, ANEURYSM_PRESENT] == 0]
     assert np.mean(negative) < np.mean(positive)
+
+
+EXTERNAL = (FOLDER / "test_sets" / "external.json")
+EXTERNAL_CARD = json.loads(EXTERNAL.read_text()) if EXTERNAL.is_file() else None
+
+
+@pytest.mark.slow  # regenerates 8 series of the external family (~1 min)
+def test_it_scores_the_external_family_as_its_card_says(tmp_path):
+    """The card's figures on the family no model trains on: 8 of its series (4 with an
+    aneurysm, 4 without), regenerated and scored again, give the stored probabilities."""
+    from pipeline.external.generate import generate_external_data, plan_external
+
+    assert EXTERNAL_CARD is not None, "the shipped model was not scored on the external family"
+    card = (FOLDER / "MODEL_CARD.md").read_text()
+    assert f"| external | external family | {EXTERNAL_CARD['series']} | {EXTERNAL_CARD['final_score']:.3f} |" in card
+    plans = plan_external(EXTERNAL_CARD["series"], EXTERNAL_CARD["family"]["seed"])
+    chosen = [p.series_uid for p in plans if p.locations][:4] + [p.series_uid for p in plans if not p.locations][:4]
+    root = tmp_path / "external"
+    generate_external_data(root, len(plans), EXTERNAL_CARD["family"]["seed"], workers=2, only=set(chosen))
+    stored = {row["series_uid"]: row for row in EXTERNAL_CARD["predictions"]}
+    predictor = Predictor(SHIPPED_MODEL)
+    for uid in chosen:
+        probabilities = predictor.predict(root / "series" / uid).probabilities
+        for name in LABEL_COLUMNS:
+            assert probabilities[name] == pytest.approx(stored[uid][name], abs=LOCATION_OUTLIER), (uid, name)
+        assert probabilities[ANEURYSM_PRESENT] == pytest.approx(stored[uid][ANEURYSM_PRESENT], abs=TOLERANCE)

@@ -1,8 +1,9 @@
-"""Draw the README's pictures of the demo phantoms: axial slab MIPs through the circle of Willis.
+"""Draw the README's pictures of the phantoms: axial slab MIPs through the circle of Willis.
 
     .venv/bin/python tools/demo_pictures.py [--out docs]
 
-Generates the first positive CTA and MRA series of the default demo plan (seed 0) as
+Generates the first positive CTA and MRA series of the default demo plan (seed 0), and of
+the external family's (seed 0), as
 DICOM in a temporary folder, reads them back with the product's reader and default
 geometry chain, and saves a 24 mm axial maximum-intensity projection centred on the
 circle of Willis with each aneurysm circled and named.
@@ -21,6 +22,7 @@ from PIL import Image, ImageDraw
 
 
 from pipeline.demo.generate import generate_series, plan_dataset
+from pipeline.external.generate import generate_external_series, plan_external
 from pipeline.io.dicom import load_series
 from pipeline.preprocess.transforms import CropForeground, Reorient, Resample
 
@@ -28,13 +30,19 @@ SLAB_MM = 24.0
 SCALE = 3
 
 
-def slab_mip(modality: str, out: Path, workdir: Path) -> Path:
-    plan = next(p for p in plan_dataset(60, seed=0) if p.modality == modality and p.locations)
-    entry = generate_series(plan, str(workdir))["manifest"]
+def slab_mip(modality: str, out: Path, workdir: Path, family: str = "demo") -> Path:
+    if family == "external":
+        plan = next(p for p in plan_external(48, seed=0) if p.modality == modality and p.locations)
+        entry = generate_external_series(plan, str(workdir))["manifest"]
+        circle = entry["circle_of_willis_mm"]
+    else:
+        plan = next(p for p in plan_dataset(60, seed=0) if p.modality == modality and p.locations)
+        entry = generate_series(plan, str(workdir))["manifest"]
+        circle = entry["head_origin_mm"]
     volume = load_series(workdir / plan.series_uid)
     for step in (Reorient(), CropForeground(), Resample()):
         volume = step(volume)
-    centre = volume.patient_to_voxel(entry["head_origin_mm"])
+    centre = volume.patient_to_voxel(circle)
     half = SLAB_MM / 2 / volume.spacing[0]
     low, high = int(max(0, centre[0] - half)), int(min(volume.shape[0], centre[0] + half + 1))
     mip = volume.array[low:high].max(axis=0)
@@ -50,10 +58,11 @@ def slab_mip(modality: str, out: Path, workdir: Path) -> Path:
         left = x + radius + 4 if x + radius + 4 + draw.textlength(label) < image.width else x - radius - 4 - draw.textlength(label)
         draw.text((left, y - 6), label, fill=(255, 200, 80))
     draw.rectangle([0, 0, image.width, 26], fill=(0, 0, 0))
-    draw.text((8, 8), f"{modality} phantom, axial MIP {SLAB_MM:.0f} mm through the circle of Willis", fill=(255, 255, 255))
+    draw.text((8, 8), f"{modality} {family} phantom, axial MIP {SLAB_MM:.0f} mm through the circle of Willis",
+              fill=(255, 255, 255))
     draw.text((8, image.height - 20), "R", fill=(255, 255, 255))
     draw.text((image.width - 16, image.height - 20), "L", fill=(255, 255, 255))
-    path = out / f"demo_{modality.lower()}_mip.png"
+    path = out / f"{family}_{modality.lower()}_mip.png"
     image.save(path)
     print(f"{path}: series {plan.series_uid}, {json.dumps(entry['aneurysms'])}")
     return path
@@ -65,8 +74,9 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as workdir:
-        for modality in ("CTA", "MRA"):
-            slab_mip(modality, args.out, Path(workdir))
+        for family in ("demo", "external"):
+            for modality in ("CTA", "MRA"):
+                slab_mip(modality, args.out, Path(workdir), family)
     return 0
 
 

@@ -39,6 +39,7 @@ from pipeline.dataset.store import CUBE_DTYPE, DATASET_FILES, write_manifest
 from pipeline.io.dicom import load_series
 from pipeline.errors import IngestError
 from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
+from pipeline.phantoms import VALIDATION_ONLY, read_family
 from pipeline.pool import process_pool
 from pipeline.io.rsna import Localizer, read_localizers, read_train
 from pipeline.preprocess.cache import UNREADABLE, ProcessedCache, load_processed, save_processed
@@ -268,6 +269,11 @@ def build_datasets(
     start = time.perf_counter()
     config = config or BuildConfig()
     data_root, out = Path(data_root), Path(out)
+    family = read_family(data_root)
+    if family and family.get(VALIDATION_ONLY):
+        raise ValueError(f"{data_root} holds the {family['family']} phantom family, which is for validation only: "
+                         "no model may train on it. Score a run on it with "
+                         f"'python -m pipeline evaluate --run RUN --test-set {data_root}'.")
     out.mkdir(parents=True, exist_ok=True)
     tasks, problems = _tasks(data_root, out, config, use_cache)
     writers = {m: _ModalityWriter(out, DATASET_FILES[m], config.cube) for m in config.modalities}

@@ -143,15 +143,18 @@ def _perpendicular(tangent: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # The arteries
 
 
-def build_head(rng: np.random.Generator, keep: set[str] = frozenset()) -> Head:
+def build_head(rng: np.random.Generator, keep: set[str] = frozenset(), calibre: float = 1.0,
+               randomised: bool = False) -> Head:
     """Draw one subject's arteries, variants and mimics.
 
     Args:
         rng: the only source of randomness.
         keep: locations that must stay available for an aneurysm (no variant removes them).
+        calibre: every artery's radius times this (a controlled shift; veins keep theirs).
+        randomised: draw calibre and tortuosity from the wide ranges of domain randomisation.
     """
-    scale = rng.uniform(0.88, 1.12)  # calibre of this subject's vessels
-    wobble = rng.uniform(0.4, 1.6)  # tortuosity
+    scale = rng.uniform(*((0.75, 1.3) if randomised else (0.88, 1.12))) * calibre  # this subject's calibre
+    wobble = rng.uniform(*((0.2, 2.6) if randomised else (0.4, 1.6)))  # tortuosity
     tubes: list[Tube] = []
     sites: dict[str, list[Site]] = {name: [] for name in LOCATIONS}
     variants: list[str] = []

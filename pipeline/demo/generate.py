@@ -10,33 +10,27 @@ mm, variants, mimics, acquisition). Same seed, same bytes.
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import os
-import shutil
-import tempfile
-import time
-from concurrent.futures import as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Collection
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 from pipeline import __version__
-from pipeline.demo import DEMO_SERIES, MANIFEST
+from pipeline.demo import DEMO_SERIES
 from pipeline.demo.anatomy import (
     BRAIN, CSF_SPACES, SCALP, SKULL_BASE, SKULL_INNER, SKULL_OUTER, Aneurysm, Head, build_head, place_aneurysm,
 )
 from pipeline.demo.render import Grid, coarse_axes, render_spheres, render_tubes, smooth_noise, soft_ellipsoid, upsample
-from pipeline.files import write_json
 from pipeline.io.dicomwriter import SeriesGeometry, SeriesHeader, derived_uid, write_series
-from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MODALITIES
-from pipeline.pool import process_pool
-
-TRAIN_COLUMNS = ["SeriesInstanceUID", "PatientAge", "PatientSex", "Modality", *LABEL_COLUMNS]
-LOCALIZER_COLUMNS = ["SeriesInstanceUID", "SOPInstanceUID", "coordinates", "location"]
-FAKE_PATIENT_TOKEN = "ZZFAKE"  # in every fake patient field, so tests can prove they are never shown
+from pipeline.phantoms import (
+    FAKE_PATIENT_TOKEN, PhantomSummary, deal_locations, localizer, modality_mix, stratified_positives, train_row,
+    write_phantom_dataset,
+)
 
 # The origin project's demo mix (CTA 9, MRI T2 7, MRA 3, MRI T1post 1 of 20).
 MODALITY_SHARE = {"CTA": 9, "MRI T2": 7, "MRA": 3, "MRI T1post": 1}
@@ -89,6 +83,110 @@ def appearance(modality: str, rng: np.random.Generator) -> Appearance:
                       rng.uniform(10, 15), rng.uniform(0.1, 0.2))  # MRI T1post
 
 
+def randomised_appearance(modality: str, rng: np.random.Generator) -> Appearance:
+    """One series' intensities, drawn wide (domain randomisation): contrast level and timing,
+    venous filling, bone density, slow flow in aneurysms, noise and bias vary as they do
+    between scanners, protocols and patients."""
+    u = rng.uniform
+    if modality == "CTA":
+        artery = u(180, 650)  # contrast dose and timing
+        return Appearance(-1000, u(25, 60), u(700, 1900), u(0, 12), u(28, 48), artery,
+                          artery * u(0.3, 1.05),  # venous filling: early arterial to late venous phase
+                          artery * u(0.75, 1.0), u(3, 25))
+    if modality == "MRA":  # time of flight: inflowing blood bright, background and veins suppressed
+        artery = u(450, 1200)
+        return Appearance(0, u(150, 450), u(10, 40), u(25, 80), u(120, 220), artery, u(60, 200),
+                          artery * u(0.45, 0.95),  # slow flow in the dome loses inflow signal
+                          u(6, 24), u(0.0, 0.35))
+    if modality == "MRI T2":  # flow voids, bright CSF
+        return Appearance(0, u(200, 420), u(15, 50), u(800, 1400), u(350, 550), u(30, 110), u(40, 120), u(80, 400),
+                          u(8, 25), u(0.05, 0.3))
+    return Appearance(0, u(300, 600), u(20, 50), u(60, 140), u(250, 420), u(480, 850), u(500, 950), u(420, 780),
+                      u(6, 20), u(0.05, 0.3))  # MRI T1post
+
+
+@dataclass
+class Scanner:
+    """How one series was acquired beyond its grid: point-spread blur (voxels, along the
+    slice and in plane), in-plane correlated CT noise, and MR receiver gain."""
+
+    blur: tuple[float, float]
+    correlated_noise: bool
+    gain: float
+
+    @classmethod
+    def none(cls) -> "Scanner":
+        """The demo family's own scanner: no blur, white noise, unit gain."""
+        return cls((0.0, 0.0), False, 1.0)
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> "Scanner":
+        sharp = rng.random() < 0.3
+        blur = (0.0, 0.0) if sharp else (float(rng.uniform(0.0, 0.5)), float(rng.uniform(0.2, 0.8)))
+        return cls(blur, bool(rng.random() < 0.5), float(rng.uniform(0.4, 3.0)))
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A controlled change of the demo family, to measure what a model depends on.
+
+    The identity shift (all defaults) generates the demo family itself, byte for byte.
+
+    Attributes:
+        calibre: vessel radii times this (aneurysms keep their size).
+        contrast: how far vessels and aneurysms stand out from brain, times this.
+        noise: the image noise's standard deviation times this.
+        slice: slice thickness (and spacing) times this.
+        pixel: in-plane pixel size times this (the matrix follows, so the field of view stays).
+        rotation: head pose angles scaled so that the largest reaches this many degrees
+            (default: the family's own, up to 18 degrees of pitch).
+        head: head and anatomy size times this.
+    """
+
+    calibre: float = 1.0
+    contrast: float = 1.0
+    noise: float = 1.0
+    slice: float = 1.0
+    pixel: float = 1.0
+    rotation: float | None = None
+    head: float = 1.0
+
+    def changes(self) -> dict[str, float]:
+        """The fields that differ from the identity, in declaration order."""
+        identity = Shift()
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(identity, f.name)}
+
+    @classmethod
+    def parse(cls, text: str) -> "Shift":
+        """``"calibre=0.7,noise=2"`` -> Shift; a clear ValueError for anything else."""
+        names = [f.name for f in fields(cls)]
+        values: dict[str, float] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, _, value = item.partition("=")
+            if name.strip() not in names:
+                raise ValueError(f"unknown shift {name.strip()!r}: the shifts are {', '.join(names)}")
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError(f"shift {item!r} needs a number, e.g. {name.strip()}=1.5") from None
+            if not np.isfinite(number) or number <= 0 or (name.strip() == "rotation" and number > 45):
+                raise ValueError(f"shift {item!r} is out of range (a positive factor; rotation at most 45 degrees)")
+            values[name.strip()] = number
+        return cls(**values)
+
+
+# yaw, pitch, roll of the head in the scanner at most, degrees; and its offset, mm (the demo
+# family's, and under domain randomisation)
+POSE_DEG = {False: np.array([8.0, 12.0, 5.0]), True: np.array([12.0, 18.0, 8.0])}
+POSE_OFFSET_MM = {False: 6.0, True: 10.0}
+
+# The documented grid of controlled shifts (README, model card): each changes one thing.
+SHIFT_GRID: tuple[Shift, ...] = (
+    Shift(calibre=0.7), Shift(calibre=1.5), Shift(contrast=0.6), Shift(contrast=1.5), Shift(noise=2.5),
+    Shift(slice=2.0), Shift(pixel=1.5), Shift(rotation=25.0), Shift(head=0.88), Shift(head=1.12),
+)
+
+
 @dataclass
 class SeriesPlan:
     """Everything that decides one series; generated series are a pure function of it."""
@@ -107,86 +205,46 @@ class SeriesPlan:
     age: int
     sex: str
     series_uid: str
-
-
-@dataclass
-class DemoSummary:
-    """What `generate_demo_data` wrote."""
-
-    root: Path
-    n_series: int
-    n_positive: int
-    n_files: int
-    seconds: float
-    per_modality: dict[str, int] = field(default_factory=dict)
+    shift: Shift = field(default_factory=lambda: Shift())
+    randomised: bool = False  # domain randomisation: wide ranges of anatomy, contrast and scanner
 
 
 # --------------------------------------------------------------------------------------
 # Planning
 
 
-def plan_dataset(n_series: int = DEMO_SERIES, seed: int = 0, positive_share: float = 0.4) -> list[SeriesPlan]:
-    """Choose modality, labels and acquisition of every series (deterministic in ``seed``)."""
+def plan_dataset(n_series: int = DEMO_SERIES, seed: int = 0, positive_share: float = 0.4,
+                 shift: Shift = Shift(), randomised: bool = False) -> list[SeriesPlan]:
+    """Choose modality, labels and acquisition of every series (deterministic in ``seed``;
+    a ``shift`` changes what it names and nothing else; ``randomised`` draws anatomy, contrast
+    and scanner from the wide ranges of domain randomisation)."""
     if n_series < 1:
         raise ValueError("n_series must be at least 1")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
-    modalities = _modality_mix(n_series)
+    modalities = modality_mix(n_series, MODALITY_SHARE)
     rng.shuffle(modalities)
-    positive = _positives(modalities, positive_share, rng)
+    positive = stratified_positives(modalities, positive_share, rng, order=list(MODALITY_SHARE))
     counts = np.where(positive, rng.choice([1, 2, 3], size=n_series, p=[0.6, 0.3, 0.1]), 0)
-    locations = _deal_locations(counts, rng)
+    locations = deal_locations(counts, rng, LOCATION_WEIGHT)
 
     plans = []
     for index in range(n_series):
         modality = modalities[index]
         series_rng = np.random.default_rng(np.random.SeedSequence([seed, 1, index]))
-        plans.append(_acquisition(index, seed, modality, locations[index], series_rng))
+        plans.append(_variant(_acquisition(index, seed, modality, locations[index], series_rng), shift, randomised))
     return plans
 
 
-def _modality_mix(n_series: int) -> list[str]:
-    total = sum(MODALITY_SHARE.values())
-    counts = {m: max(1 if n_series >= len(MODALITIES) else 0, int(round(n_series * s / total)))
-              for m, s in MODALITY_SHARE.items()}
-    while sum(counts.values()) > n_series:
-        counts[max(counts, key=counts.get)] -= 1
-    while sum(counts.values()) < n_series:
-        counts["CTA"] += 1
-    return [m for m in MODALITY_SHARE for _ in range(counts[m])]
-
-
-def _positives(modalities: list[str], share: float, rng: np.random.Generator) -> np.ndarray:
-    """About ``share`` of the series positive, stratified so that every modality has positives."""
-    modalities_array = np.array(modalities)
-    positive = np.zeros(len(modalities), dtype=bool)
-    target = int(round(share * len(modalities)))
-    per_modality = {m: max(1, int(round(share * np.sum(modalities_array == m)))) for m in MODALITY_SHARE
-                    if np.any(modalities_array == m)}
-    while sum(per_modality.values()) > target and max(per_modality.values()) > 1:
-        per_modality[max(per_modality, key=per_modality.get)] -= 1
-    for modality, count in per_modality.items():
-        members = np.flatnonzero(modalities_array == modality)
-        positive[rng.choice(members, size=min(count, len(members)), replace=False)] = True
-    return positive
-
-
-def _deal_locations(counts: np.ndarray, rng: np.random.Generator) -> list[list[str]]:
-    """Aneurysm locations per series: every location twice first (when there are enough
-    aneurysms), then by real-world frequency; no location twice in one series."""
-    total = int(counts.sum())
-    pool = [LOCATIONS[i % 13] for i in range(min(total, 26))]
-    pool += [str(name) for name in rng.choice(LOCATIONS, size=total - len(pool), p=LOCATION_WEIGHT / LOCATION_WEIGHT.sum())]
-    rng.shuffle(pool)
-    dealt: list[list[str]] = [[] for _ in counts]
-    for index in np.argsort(-counts, kind="stable"):
-        for _ in range(counts[index]):
-            choice = next((name for name in pool if name not in dealt[index]), None)
-            if choice is None:
-                choice = next(name for name in LOCATIONS if name not in dealt[index])
-            else:
-                pool.remove(choice)
-            dealt[index].append(choice)
-    return dealt
+def _variant(plan: SeriesPlan, shift: Shift, randomised: bool) -> SeriesPlan:
+    if shift == Shift() and not randomised:
+        return plan
+    matrix = int(round(plan.matrix / shift.pixel / 2)) * 2  # the same field of view
+    # other pixels, other series: a variant never shares a UID (nor a cache entry) with the original
+    changes = sorted(shift.changes().items()) + ([("randomised", True)] if randomised else [])
+    uid = derived_uid("demo series", plan.seed, plan.index, changes)
+    return dataclasses.replace(plan, shift=shift, randomised=randomised, series_uid=uid,
+                               pixel_mm=round(plan.pixel_mm * shift.pixel, 3),
+                               slice_mm=round(plan.slice_mm * shift.slice, 3), matrix=matrix)
 
 
 def _acquisition(index: int, seed: int, modality: str, locations: list[str], rng: np.random.Generator) -> SeriesPlan:
@@ -222,24 +280,30 @@ def _acquisition(index: int, seed: int, modality: str, locations: list[str], rng
 
 @dataclass
 class HeadPose:
-    """Rigid placement of the head frame in patient coordinates: p = R @ h + t."""
+    """Placement of the head frame in patient coordinates: p = R @ (scale h) + t."""
 
     rotation: np.ndarray
     translation: np.ndarray
+    scale: float = 1.0
 
     @classmethod
-    def random(cls, rng: np.random.Generator) -> "HeadPose":
-        yaw, pitch, roll = np.radians(rng.uniform([-8, -12, -5], [8, 12, 5]))
+    def random(cls, rng: np.random.Generator, shift: Shift = Shift(), randomised: bool = False) -> "HeadPose":
+        limits = POSE_DEG[randomised]
+        angles = rng.uniform(-limits, limits)
+        if shift.rotation is not None:
+            angles = angles * (shift.rotation / limits.max())
+        yaw, pitch, roll = np.radians(angles)
         rz = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
         rx = np.array([[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)], [0, np.sin(pitch), np.cos(pitch)]])
         ry = np.array([[np.cos(roll), 0, np.sin(roll)], [0, 1, 0], [-np.sin(roll), 0, np.cos(roll)]])
-        return cls(rz @ rx @ ry, rng.uniform(-6, 6, size=3))
+        offset = POSE_OFFSET_MM[randomised]
+        return cls(rz @ rx @ ry, rng.uniform(-offset, offset, size=3), shift.head)
 
     def to_patient(self, points: np.ndarray) -> np.ndarray:
-        return np.asarray(points) @ self.rotation.T + self.translation
+        return (np.asarray(points) * self.scale) @ self.rotation.T + self.translation
 
     def to_head(self, points: np.ndarray) -> np.ndarray:
-        return (np.asarray(points) - self.translation) @ self.rotation
+        return ((np.asarray(points) - self.translation) @ self.rotation) / self.scale
 
 
 def acquisition_grid(plan: SeriesPlan, pose: HeadPose, rng: np.random.Generator) -> tuple[Grid, SeriesGeometry]:
@@ -263,24 +327,28 @@ def acquisition_grid(plan: SeriesPlan, pose: HeadPose, rng: np.random.Generator)
 
 
 def choose_aneurysms(head: Head, plan: SeriesPlan, rng: np.random.Generator) -> list[Aneurysm]:
-    minimum = max(2.0, plan.slice_mm + 1.5)  # the localizer slice must cut through the dome
+    unshifted_slice = plan.slice_mm / plan.shift.slice  # a thicker-slice shift keeps the family's aneurysms
+    minimum = max(2.0, unshifted_slice + 1.5)  # the localizer slice must cut through the dome
     aneurysms = []
     for location in plan.locations:
         sites = head.sites[location]
         site = sites[int(rng.integers(len(sites)))]
-        diameter = float(np.clip(rng.lognormal(np.log(5.5), 0.4), minimum, 12.0))
+        spread, largest = (0.5, 15.0) if plan.randomised else (0.4, 12.0)
+        diameter = float(np.clip(rng.lognormal(np.log(5.5), spread), minimum, largest))
         aneurysms.append(place_aneurysm(site, diameter, rng))
     return aneurysms
 
 
-def render_series(plan: SeriesPlan) -> tuple[np.ndarray, SeriesGeometry, list[Aneurysm], Head, HeadPose, Appearance]:
-    """The stored pixel values of a series, with what was drawn."""
+def render_series(plan: SeriesPlan) -> tuple[np.ndarray, SeriesGeometry, list[Aneurysm], Head, HeadPose, Appearance,
+                                             Scanner]:
+    """The stored pixel values of a series, with what was drawn and how it was acquired."""
     rng = np.random.default_rng(np.random.SeedSequence([plan.seed, 2, plan.index]))
-    head = build_head(rng, keep=set(plan.locations))
+    head = build_head(rng, keep=set(plan.locations), calibre=plan.shift.calibre, randomised=plan.randomised)
     aneurysms = choose_aneurysms(head, plan, rng)
-    pose = HeadPose.random(rng)
-    look = appearance(plan.modality, rng)
+    pose = HeadPose.random(rng, plan.shift, plan.randomised)
+    look = _shifted_look((randomised_appearance if plan.randomised else appearance)(plan.modality, rng), plan.shift)
     grid, geometry = acquisition_grid(plan, pose, rng)
+    size = np.float64(pose.scale)  # radii follow the head size
 
     image = _tissue(grid, pose, look, plan.modality, rng)
     thin = grid.thin(max(1, int(round(plan.slice_mm / 1.0))) if plan.slice_mm > 2 else 1)
@@ -290,26 +358,64 @@ def render_series(plan: SeriesPlan) -> tuple[np.ndarray, SeriesGeometry, list[An
             occupancy = occupancy.reshape(grid.shape[0], -1, *grid.shape[1:]).mean(axis=1)
         image[:] += occupancy * (np.float32(value) - image)
 
-    arteries = [(pose.to_patient(t.points), t.radii) for t in head.tubes if t.kind == "artery"]
-    veins = [(pose.to_patient(t.points), t.radii) for t in head.tubes if t.kind == "vein"]
+    arteries = [(pose.to_patient(t.points), t.radii * size) for t in head.tubes if t.kind == "artery"]
+    veins = [(pose.to_patient(t.points), t.radii * size) for t in head.tubes if t.kind == "vein"]
     composite(render_tubes(thin, veins), look.vein)
     composite(np.maximum(render_tubes(thin, arteries),
-                         render_spheres(thin, [(pose.to_patient(c), r) for c, r in head.bulges])), look.artery)
-    lobes = [(pose.to_patient(c), r) for a in aneurysms for c, r in a.lobes]
+                         render_spheres(thin, [(pose.to_patient(c), r * size) for c, r in head.bulges])), look.artery)
+    lobes = [(pose.to_patient(c), r * size) for a in aneurysms for c, r in a.lobes]
     composite(render_spheres(thin, lobes), look.aneurysm)
 
-    if plan.modality == "CTA":
-        image += rng.normal(0.0, look.noise, size=image.shape).astype(np.float32)
+    if not plan.randomised:  # the demo family's own scanner, drawn exactly as it always was
+        scanner = Scanner.none()
+        if plan.modality == "CTA":
+            image += rng.normal(0.0, look.noise, size=image.shape).astype(np.float32)
+            stored = np.clip(np.round(image + 1024.0), 0, 4095).astype(np.int16)
+        else:
+            image *= 1.0 + look.bias * smooth_noise(rng, grid.shape, cells=4)
+            real = image + rng.normal(0.0, look.noise, size=image.shape).astype(np.float32)
+            imaginary = rng.normal(0.0, look.noise, size=image.shape).astype(np.float32)
+            stored = np.clip(np.round(np.sqrt(real * real + imaginary * imaginary)), 0, 4095).astype(np.uint16)
+    else:
+        scanner = Scanner.random(rng)
+        stored = _randomised_scanner(image, grid, look, scanner, plan.modality, rng)
+    if plan.descending:
+        stored = stored[::-1].copy()
+        geometry.positions = geometry.positions[::-1].copy()
+    return stored, geometry, aneurysms, head, pose, look, scanner
+
+
+def _randomised_scanner(image: np.ndarray, grid: Grid, look: Appearance, scanner: Scanner, modality: str,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Stored pixels through a randomised scanner: point-spread blur, white or correlated CT
+    noise, MR bias, Rician noise and receiver gain."""
+    if max(scanner.blur) > 0:
+        image = gaussian_filter(image, sigma=(scanner.blur[0], scanner.blur[1], scanner.blur[1]), truncate=2.5)
+    if modality == "CTA":
+        noise = rng.normal(0.0, 1.0, size=image.shape).astype(np.float32)
+        if scanner.correlated_noise:  # a smooth reconstruction kernel
+            noise = gaussian_filter(noise, sigma=(0, 0.7, 0.7), truncate=2.5)
+            noise /= max(float(noise.std()), 1e-6)
+        image += np.float32(look.noise) * noise
         stored = np.clip(np.round(image + 1024.0), 0, 4095).astype(np.int16)
     else:
         image *= 1.0 + look.bias * smooth_noise(rng, grid.shape, cells=4)
         real = image + rng.normal(0.0, look.noise, size=image.shape).astype(np.float32)
         imaginary = rng.normal(0.0, look.noise, size=image.shape).astype(np.float32)
-        stored = np.clip(np.round(np.sqrt(real * real + imaginary * imaginary)), 0, 4095).astype(np.uint16)
-    if plan.descending:
-        stored = stored[::-1].copy()
-        geometry.positions = geometry.positions[::-1].copy()
-    return stored, geometry, aneurysms, head, pose, look
+        magnitude = np.sqrt(real * real + imaginary * imaginary) * np.float32(scanner.gain)
+        stored = np.clip(np.round(magnitude), 0, 65535).astype(np.uint16)
+    return stored
+
+
+def _shifted_look(look: Appearance, shift: Shift) -> Appearance:
+    if shift.contrast == 1.0 and shift.noise == 1.0:
+        return look
+
+    def vessel(value: float) -> float:
+        return look.brain + (value - look.brain) * shift.contrast
+
+    return dataclasses.replace(look, artery=vessel(look.artery), vein=vessel(look.vein),
+                               aneurysm=vessel(look.aneurysm), noise=look.noise * shift.noise)
 
 
 def _tissue(grid: Grid, pose: HeadPose, look: Appearance, modality: str, rng: np.random.Generator) -> np.ndarray:
@@ -331,22 +437,9 @@ def _tissue(grid: Grid, pose: HeadPose, look: Appearance, modality: str, rng: np
     return upsample(image, grid.shape)
 
 
-def localizer(geometry: SeriesGeometry, sops: list[str], multiframe: bool, centre: np.ndarray) -> tuple[str, str]:
-    """(SOPInstanceUID, coordinates) of the slice nearest to ``centre``, as in train_localizers.csv."""
-    row, column = np.array(geometry.row_cosine), np.array(geometry.column_cosine)
-    normal = np.cross(row, column)
-    k = int(np.argmin(np.abs((centre - geometry.positions) @ normal)))
-    offset = centre - geometry.positions[k]
-    x = float(offset @ row) / geometry.pixel_spacing[1]
-    y = float(offset @ column) / geometry.pixel_spacing[0]
-    if multiframe:
-        return sops[0], f"{{'x': {x:.2f}, 'y': {y:.2f}, 'f': {k}}}"
-    return sops[k], f"{{'x': {x:.2f}, 'y': {y:.2f}}}"
-
-
 def generate_series(plan: SeriesPlan, series_root: str) -> dict:
     """Render and write one series; returns its train.csv row, localizer rows and manifest entry."""
-    stored, geometry, aneurysms, head, pose, look = render_series(plan)
+    stored, geometry, aneurysms, head, pose, look, scanner = render_series(plan)
     modality_tag = "CT" if plan.modality == "CTA" else "MR"
     header = SeriesHeader(
         modality=modality_tag,
@@ -370,20 +463,18 @@ def generate_series(plan: SeriesPlan, series_root: str) -> dict:
         sop, coordinates = localizer(geometry, sops, plan.multiframe, pose.to_patient(aneurysm.centre))
         localizers.append({"SeriesInstanceUID": plan.series_uid, "SOPInstanceUID": sop,
                            "coordinates": coordinates, "location": aneurysm.location})
-    row = {"SeriesInstanceUID": plan.series_uid, "PatientAge": plan.age, "PatientSex": plan.sex,
-           "Modality": plan.modality}
-    row.update({name: int(name in plan.locations) for name in LOCATIONS})
-    row[ANEURYSM_PRESENT] = int(bool(aneurysms))
+    row = train_row(plan.series_uid, plan.age, plan.sex, plan.modality, plan.locations)
     manifest = {
-        "plan": asdict(plan),
+        "plan": {**asdict(plan), "shift": plan.shift.changes()},
         "files": len(paths),
         "shape": list(stored.shape),
         "aneurysms": [
             {"location": a.location, "centre_mm": [round(float(v), 3) for v in pose.to_patient(a.centre)],
-             "diameter_mm": round(a.diameter, 2), "lobulated": len(a.lobes) > 1, "site": a.site_kind}
+             "diameter_mm": round(a.diameter * pose.scale, 2), "lobulated": len(a.lobes) > 1, "site": a.site_kind}
             for a in aneurysms
         ],
         "head_origin_mm": [round(float(v), 3) for v in pose.translation],  # centre of the circle of Willis
+        "scanner": asdict(scanner),
         "variants": head.variants,
         "mimics": head.mimics,
     }
@@ -401,11 +492,11 @@ def generate_demo_data(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     only: Collection[str] | None = None,
-) -> DemoSummary:
-    """Write the demo dataset into ``out`` (which must not exist yet), atomically.
-
-    The series are written into a hidden sibling folder renamed to ``out`` at the end,
-    so an interrupted run never leaves a half-written dataset behind.
+    shift: Shift = Shift(),
+    randomised: bool = False,
+) -> PhantomSummary:
+    """Write the demo dataset into ``out`` (which must not exist yet), atomically
+    (`pipeline.phantoms.write_phantom_dataset`).
 
     Args:
         out: destination folder.
@@ -415,62 +506,12 @@ def generate_demo_data(
         progress: called with (series done, total) after each series.
         only: write just these series (SeriesInstanceUIDs) of the dataset, e.g. a model's
             held-out series; the tables then list only them.
+        shift: a controlled change of the family (`Shift`); the identity by default.
+        randomised: domain randomisation (wide ranges of anatomy, contrast and scanner).
     """
-    start = time.perf_counter()
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} already exists and is not empty.")
-    plans = plan_dataset(n_series, seed)
+    plans = plan_dataset(n_series, seed, shift=shift, randomised=randomised)
     if only is not None:
         plans = [plan for plan in plans if plan.series_uid in set(only)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    partial.chmod(0o755)  # mkdtemp makes it private; the dataset is not
-    (partial / "series").mkdir()
-    workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(plans)))
-    results: dict[int, dict] = {}
-    try:
-        if workers == 1:
-            for done, plan in enumerate(plans, start=1):
-                results[plan.index] = generate_series(plan, str(partial / "series"))
-                if progress:
-                    progress(done, len(plans))
-        else:
-            with process_pool(workers) as pool:
-                futures = {pool.submit(generate_series, plan, str(partial / "series")): plan.index for plan in plans}
-                for done, future in enumerate(as_completed(futures), start=1):
-                    results[futures[future]] = future.result()
-                    if progress:
-                        progress(done, len(plans))
-        _write_tables(partial, [results[i] for i in sorted(results)], seed)
-        try:
-            if out.exists():
-                out.rmdir()  # only an empty folder may be replaced
-            os.replace(partial, out)
-        except OSError:
-            raise FileExistsError(f"{out} was filled by someone else meanwhile.") from None
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    per_modality = {m: sum(p.modality == m for p in plans) for m in MODALITIES}
-    return DemoSummary(
-        root=out, n_series=len(plans), n_positive=sum(bool(p.locations) for p in plans),
-        n_files=sum(r["manifest"]["files"] for r in results.values()),
-        seconds=time.perf_counter() - start, per_modality=per_modality,
-    )
-
-
-def _write_tables(root: Path, results: list[dict], seed: int) -> None:
-    with open(root / "train.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TRAIN_COLUMNS)
-        writer.writeheader()
-        writer.writerows(r["row"] for r in results)
-    with open(root / "train_localizers.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LOCALIZER_COLUMNS)
-        writer.writeheader()
-        writer.writerows(row for r in results for row in r["localizers"])
-    manifest = {
-        "generator": "pipeline.demo", "version": __version__, "seed": seed,
-        "note": "Synthetic phantoms, not patients.",
-        "series": {r["row"]["SeriesInstanceUID"]: r["manifest"] for r in results},
-    }
-    write_json(root / MANIFEST, manifest)
+    header = {"family": "demo", "generator": "pipeline.demo", "version": __version__, "seed": seed,
+              "shift": shift.changes(), **({"randomised": True} if randomised else {})}
+    return write_phantom_dataset(out, plans, generate_series, header, workers, progress)

@@ -6,9 +6,13 @@ writes ``evaluation.json``: per-column AUCs, the final score (columns with one c
 undefined, not 0.5), ROC curve data of ``Aneurysm Present``, a calibration table, the
 cube-level validation AUC of the best epoch, and each series' probabilities.
 
-With ``--test-set DIR`` every series of another dataset (one the run never saw, e.g. a demo
-generated with another seed) is scored instead and the result goes to ``test_evaluation.json``:
-a larger, independent check than the run's own held-out share.
+With ``--test-set DIR`` every series of another dataset (one the run never saw) is scored
+instead and the result goes to ``test_sets/<name>.json`` of the run, named after the
+dataset's phantom family and shift (``demo``, ``demo, calibre x0.7``, ``external``) or its
+folder: the demo family with another seed measures in-family fit; shifted demo data and the
+external family (`pipeline.external`) measure how far the model transfers. Every result also
+holds the figures per modality and the mean Aneurysm Present of the negative series.
+The documented set of test sets, and scoring a run on all of them, is `pipeline.validation`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from pipeline.errors import IngestError
 from pipeline.inference.predictor import Predictor
 from pipeline.io.rsna import read_train
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS
-from pipeline.metrics import roc_curve, rsna_score
+from pipeline.metrics import roc_auc, roc_curve, rsna_score
+from pipeline.phantoms import family_label, read_family
 from pipeline.runs import RunFolder
 
 
@@ -69,14 +74,45 @@ def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: boo
     truth = {name: np.array([table.loc[r["series_uid"], name] for r in rows], dtype=float) for name in LABEL_COLUMNS}
     predicted = {name: np.array([r[name] for r in rows], dtype=float) for name in LABEL_COLUMNS}
     score = rsna_score(truth, predicted)
+    family = read_family(data_root)
     result = {
         **score,
         "series": len(rows), "skipped": skipped, "flip": flip,
         "series_set": f"every series of {data_root}" if test_set else "the run's held-out series",
+        **summary_figures(truth, predicted),
+        "per_modality": per_modality(rows, truth, predicted),
         "roc": roc_curve(truth[ANEURYSM_PRESENT], predicted[ANEURYSM_PRESENT]),
         "calibration": calibration_table(truth[ANEURYSM_PRESENT], predicted[ANEURYSM_PRESENT]),
         "cube_validation_auc": predictor.meta.validation_auc, "best_epoch": predictor.meta.epoch,
         "predictions": rows, "seconds": round(time.perf_counter() - start, 2),
     }
-    folder.write_evaluation(result, test_set)
+    if test_set:
+        result.update(test_set=family_label(family, data_root), family=family)
+        folder.write_test_evaluation(result)
+    else:
+        folder.write_evaluation(result)
     return result
+
+
+def summary_figures(truth: dict[str, np.ndarray], predicted: dict[str, np.ndarray]) -> dict:
+    """What a single AUC hides: how high the negatives score, how low the positives."""
+    present, scores = truth[ANEURYSM_PRESENT].astype(bool), predicted[ANEURYSM_PRESENT]
+    return {"positives": int(present.sum()), "negatives": int((~present).sum()),
+            "negative_mean_present": float(scores[~present].mean()) if (~present).any() else None,
+            "positive_mean_present": float(scores[present].mean()) if present.any() else None}
+
+
+def per_modality(rows: list[dict], truth: dict[str, np.ndarray], predicted: dict[str, np.ndarray]) -> dict[str, dict]:
+    """The final score, Aneurysm Present AUC and summary figures of each modality's series."""
+    modalities = np.array([r["modality"] for r in rows])
+    table = {}
+    for modality in dict.fromkeys(modalities.tolist()):
+        keep = modalities == modality
+        part_truth = {k: v[keep] for k, v in truth.items()}
+        part_predicted = {k: v[keep] for k, v in predicted.items()}
+        score = rsna_score(part_truth, part_predicted)
+        table[modality] = {"series": int(keep.sum()), "final_score": score["final_score"],
+                           "aneurysm_present_auc": roc_auc(part_truth[ANEURYSM_PRESENT], part_predicted[ANEURYSM_PRESENT]),
+                           "location_auc_mean": score["location_auc_mean"],
+                           **summary_figures(part_truth, part_predicted)}
+    return table

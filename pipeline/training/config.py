@@ -9,6 +9,54 @@ from pipeline.model.config import INPUT_MULTIPLE, PRECISIONS, ModelConfig
 
 
 @dataclass(frozen=True)
+class AugmentConfig(JsonConfig):
+    """Intensity and resolution augmentation (`pipeline.training.augment`): the probability
+    (per crop) and range of each transform; ``strength`` scales every probability (0: none).
+
+    The defaults are the mild recipe the shipped model was trained with (brightness, offset and
+    noise on every crop); `strong` is nnU-Net strength.
+
+    Attributes:
+        brightness: multiply by a factor in ``brightness_range``.
+        offset: add a value in ``offset_range``.
+        contrast: stretch about the crop's mean by a factor in ``contrast_range``.
+        gamma: raise to a power in ``gamma_range`` (on [0, 1]; half the time on the inverted crop).
+        blur: Gaussian blur of sigma in ``blur_sigma`` voxels.
+        low_resolution: down-sample by a factor in ``low_resolution_range`` and back.
+        noise: add Gaussian noise of standard deviation up to ``noise_sd``.
+    """
+
+    strength: float = 1.0
+    brightness: float = 1.0
+    brightness_range: tuple[float, float] = (0.9, 1.1)
+    offset: float = 1.0
+    offset_range: tuple[float, float] = (-0.05, 0.05)
+    contrast: float = 0.0
+    contrast_range: tuple[float, float] = (0.65, 1.5)
+    gamma: float = 0.0
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    blur: float = 0.0
+    blur_sigma: tuple[float, float] = (0.5, 1.1)
+    low_resolution: float = 0.0
+    low_resolution_range: tuple[float, float] = (1.0, 2.0)
+    noise: float = 1.0
+    noise_sd: float = 0.02
+
+    @classmethod
+    def preset(cls, name: str) -> "AugmentConfig":
+        """``mild`` (the defaults) or ``strong`` (nnU-Net strength)."""
+        if name == "mild":
+            return cls()
+        if name == "strong":
+            return cls(brightness=0.5, brightness_range=(0.75, 1.25), offset=0.0, contrast=0.5, gamma=0.3, blur=0.2,
+                       low_resolution=0.25, noise=0.5, noise_sd=0.05)
+        raise ValueError(f"unknown augmentation {name!r}: mild or strong")
+
+
+AUGMENTATIONS = ("mild", "strong")
+
+
+@dataclass(frozen=True)
 class TrainConfig(JsonConfig):
     """What a run trains on and how; ``config.json`` of the run folder.
 
@@ -28,6 +76,7 @@ class TrainConfig(JsonConfig):
         symmetry_share: share of crops rotated/reflected at random (presence only).
         series_validation_epochs: the last epochs also score the held-out series whole (picks best.pt).
         cube_validation_every: epochs between cube validations (and the last epoch).
+        augment: intensity and resolution augmentation of the crops.
         model: the network's shape.
     """
 
@@ -50,6 +99,7 @@ class TrainConfig(JsonConfig):
     symmetry_share: float = 0.5
     series_validation_epochs: int = 5
     cube_validation_every: int = 3
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def validate(self) -> None:

@@ -7,7 +7,7 @@ are folded into the gather's indices (`CropPlan`, drawn on the host), so a step 
 few kilobytes of crop geometry to the device and nothing else; the heatmap targets and the
 intensity augmentation are computed there too. A GPU stays fed that way, and the CPU runs
 the same code (it replaced per-crop slicing, flips and copies, per-crop numpy targets and
-host-side noise).
+host-side noise). Intensity and resolution augmentation: `pipeline.training.augment`.
 
 Spatial augmentation moves the crop and its aneurysm points together, so the targets stay
 exact: a left-right flip half the time (x, array axis 2 of the canonical SPL orientation,
@@ -28,6 +28,7 @@ import torch
 from pipeline.labels import MIRROR_PERMUTATION
 from pipeline.model.config import CENTRE_REACH, OUTPUT_STRIDE
 from pipeline.preprocess.cache import load_processed, processed_nbytes
+from pipeline.training.augment import augment
 from pipeline.training.config import TrainConfig
 
 MIRROR = np.asarray(MIRROR_PERMUTATION)
@@ -209,17 +210,6 @@ def heatmap_targets(plans: CropPlans, size: int, positive_mm: float, ignore_mm: 
     return label.float().reshape(shape), location.reshape(shape), weight.float().reshape(shape)
 
 
-def vary_intensity(crops: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Per crop: intensity scale (+-10 %), shift (+-0.05) and Gaussian noise (sd up to 0.02),
-    the noise drawn on the crops' device from a generator seeded by ``rng``."""
-    n = crops.shape[0]
-    scale, shift, sd = _to_device(np.stack([1.0 + 0.2 * (rng.random(n) - 0.5), 0.1 * (rng.random(n) - 0.5),
-                                            0.02 * rng.random(n)]).astype(np.float32), crops.device).view(3, n, 1, 1, 1, 1)
-    generator = torch.Generator(device=crops.device).manual_seed(int(rng.integers(2 ** 62)))
-    noise = torch.randn(crops.shape, generator=generator, device=crops.device)
-    return crops * scale + shift + sd * noise
-
-
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """A host array on ``device``; to a GPU through pinned memory, so the copy does not wait
     for the work already queued there."""
@@ -243,6 +233,6 @@ def draw_batch(bank: VolumeBank, aneurysms: Aneurysms, config: TrainConfig, rng:
     around = np.where((counts > 0) & (rng.random(size) < config.positive_crop_share),
                       np.floor(rng.random(size) * counts).astype(np.int64), -1)
     plans = plan_crops(bank, aneurysms, volumes, around, config.crop, rng, config.symmetry_share)
-    crops = vary_intensity(cut_crops(bank, plans, config.crop)[:, None], rng)
+    crops = augment(cut_crops(bank, plans, config.crop)[:, None], rng, config.augment)
     return (crops, *heatmap_targets(plans, config.crop, config.positive_radius_mm, config.ignore_radius_mm,
                                     bank.device))
