@@ -5,11 +5,12 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.data import data_source, sidebar
-from dashboard.inference import model_sidebar
+from dashboard.inference import cap_server_uploads, model_sidebar
 from pipeline import __version__
 from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
 
 st.set_page_config(page_title="Aneurysm Detection", page_icon=":material/neurology:", layout="wide")
+cap_server_uploads()  # once per server; later runs find it in place
 
 
 def home() -> None:

@@ -14,7 +14,7 @@ import streamlit as st
 
 from pipeline.data import PROJECT_ROOT
 from pipeline.dataset.config import BuildConfig
-from pipeline.dataset.store import read_manifest
+from pipeline.dataset.store import check_dataset, read_arrays, read_manifest
 from pipeline.files import write_json
 
 
@@ -48,12 +48,16 @@ def load_manifest(out: str, modified: float) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def sample_cubes(path: str, modified: float, per_kind: int = 4) -> dict[str, list[np.ndarray]]:
-    """Axial MIPs through the middle of a few cubes of each kind (positive, hard negative, negative)."""
-    with np.load(path, allow_pickle=False) as data:
-        kinds, cubes = data["kinds"], data["cubes"]
-        sample = {}
-        for kind in ("positive", "hard negative", "negative"):
-            chosen = np.flatnonzero(kinds == kind)[:per_kind]
-            middle = cubes.shape[1] // 2
-            sample[kind] = [cubes[i, middle - 6:middle + 6].astype(np.float32).max(axis=0) for i in chosen]
+    """Axial MIPs through the middle of a few cubes of each kind (positive, hard negative, negative).
+
+    Raises:
+        ValueError: the file is not a dataset a build writes (the message says why).
+    """
+    check_dataset(path)
+    kinds, cubes = read_arrays(path, ("kinds", "cubes"))
+    sample = {}
+    for kind in ("positive", "hard negative", "negative"):
+        chosen = np.flatnonzero(kinds == kind)[:per_kind]
+        middle = cubes.shape[1] // 2
+        sample[kind] = [cubes[i, middle - 6:middle + 6].astype(np.float32).max(axis=0) for i in chosen]
     return sample

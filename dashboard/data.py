@@ -12,9 +12,10 @@ from dashboard.text import plain
 from pipeline.data import DATA_ENV, configured_root, demo_root, ensure_demo_data, is_ready
 from pipeline.phantoms import VALIDATION_ONLY, family_label, read_family
 from pipeline.errors import IngestError
-from pipeline.io.rsna import read_train
+from pipeline.io.rsna import Finding, check_data_folder, read_train
 
 PROBLEM = "data_problem"  # session key: why the data folder cannot be used (sidebar and pages)
+FOLDER = "data_folder"  # session key: the data folder found, usable or not (its check is shown)
 _GENERATION = threading.Lock()  # one demo generation per server, however many sessions ask
 
 
@@ -30,6 +31,20 @@ def train_table(root: Path) -> pd.DataFrame:
     return load_train(str(root), path.stat().st_mtime)
 
 
+@st.cache_data(show_spinner=False, ttl=60)
+def folder_findings(root: str, stamp: tuple) -> list[Finding]:
+    """`check_data_folder` of ``root``, kept while its tables and its series/ folder are
+    unchanged (``stamp``) and for a minute at most (a series folder emptied changes neither)."""
+    return check_data_folder(root)
+
+
+def data_folder_check(root: Path) -> list[Finding]:
+    """What is wrong in the data folder ``root`` (cached, see `folder_findings`)."""
+    stamp = tuple(path.stat().st_mtime if path.exists() else None
+                  for path in (root / "train.csv", root / "train_localizers.csv", root / "series"))
+    return folder_findings(str(root), stamp)
+
+
 def series_label(row: dict) -> str:
     """A train.csv row as a short choice: modality, label and the end of its UID."""
     flag = "aneurysm" if row["Aneurysm Present"] == 1 else "no aneurysm"
@@ -40,6 +55,7 @@ def data_source() -> Path | None:
     """The data folder in use, generating the demo data on first launch; None if unusable
     (the sidebar says why)."""
     st.session_state.pop(PROBLEM, None)
+    st.session_state.pop(FOLDER, None)
     configured = configured_root()
     if configured is not None:
         if not is_ready(configured):
@@ -56,6 +72,7 @@ def data_source() -> Path | None:
 
 def _checked(root: Path) -> Path | None:
     """``root`` if its train.csv passes `read_train`'s checks, else None and the reason."""
+    st.session_state[FOLDER] = root
     try:
         train_table(root)
     except IngestError as exc:

@@ -3,8 +3,11 @@ in-memory sources within caps, predictions kept per session, and a demo series' 
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import io
 import os
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +28,9 @@ from pipeline.io.rsna import read_localizers
 
 MODEL_ENV = "ANEURYSM_MODEL"  # a checkpoint used instead of the shipped model (tests, experiments)
 MAX_UPLOAD_FILES = 5000  # a CTA series is a few hundred files; the largest RSNA ones about 1,000
-MAX_UPLOAD_BYTES = 1 << 30  # as uploaded (a zip counts compressed; read_source caps what it unpacks)
+UPLOAD_ENV = "ANEURYSM_MAX_UPLOAD_MB"  # another cap on what one session may upload (default 1024)
+MAX_UPLOAD_BYTES = int(os.environ.get(UPLOAD_ENV) or 1024) << 20  # as uploaded (a zip counts compressed;
+#                                                                  read_source caps what it unpacks)
 KEPT_RESULTS = 3  # predictions kept per session (each holds a processed volume and its heatmap)
 CANDIDATE = "#ffffff"  # candidates on the viewer, beside the ground truth's colour
 
@@ -106,6 +111,69 @@ def describe_model(model: Model, loaded: Predictor) -> str:
 
 # --------------------------------------------------------------------------------------
 # Uploads
+
+
+def cap_server_uploads() -> bool:
+    """Make this server refuse, as they arrive, the uploaded files that would take what one
+    session holds above `MAX_UPLOAD_BYTES` (`cap_uploads`). Returns False where there is no
+    server (AppTest) or its upload store is not the in-memory one `cap_uploads` knows."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+
+    if not Runtime.exists() or not isinstance(Runtime.instance().uploaded_file_mgr, MemoryUploadedFileManager):
+        return False
+    cap_uploads(Runtime.instance().uploaded_file_mgr, MAX_UPLOAD_BYTES)
+    return True
+
+
+def cap_uploads(manager, cap: int) -> None:
+    """Refuse each file whose bytes would take what its session holds in ``manager`` (a
+    Streamlit ``MemoryUploadedFileManager``) above ``cap``: Streamlit's ``server.maxUploadSize``
+    is per file, and a total checked by the page comes only once every file is in memory. The
+    upload request of a refused file is answered 413 (the uploader marks the file in red) and
+    its bytes go with the request. Idempotent."""
+    from starlette.exceptions import HTTPException
+
+    if getattr(manager, "capped_at", None) is not None:
+        manager.capped_at = cap
+        return
+    manager.capped_at = cap
+    add_file, lock = manager.add_file, threading.Lock()
+
+    def capped_add_file(session_id: str, file) -> None:
+        with lock:
+            held = sum(len(f.data) for key, f in manager.file_storage.get(session_id, {}).items()
+                       if key != file.file_id)
+            if held + len(file.data) > manager.capped_at:
+                raise HTTPException(status_code=413, detail=f"An upload may hold {manager.capped_at >> 20} MB at most")
+            add_file(session_id, file)
+
+    manager.add_file = capped_add_file
+
+
+def release_upload(files) -> None:
+    """Drop the refused ``files`` from the server's memory now (not when the session ends) and
+    hand the freed memory back to the system."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    context = get_script_run_ctx()
+    manager = getattr(context, "uploaded_file_mgr", None)
+    if manager is not None and hasattr(manager, "remove_file"):
+        for file in files:
+            manager.remove_file(context.session_id, file.file_id)
+    st.session_state.pop("infer_upload", None)
+    st.session_state["infer_uploader"] = st.session_state.get("infer_uploader", 0) + 1  # an empty uploader
+    gc.collect()
+    _trim_heap()
+
+
+def _trim_heap() -> None:
+    """glibc's malloc_trim: run.py tells malloc to keep freed memory (faster inference), so a
+    refused upload's bytes are handed back explicitly."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def check_upload(sizes: list[int]) -> None:

@@ -88,8 +88,12 @@ def results(out) -> None:
         path = out / DATASET_FILES[modality]
         if not path.is_file() or counts["total"] == 0:
             continue
-        sample = sample_cubes(str(path), path.stat().st_mtime)
         st.markdown(f"**{modality}**")
+        try:
+            sample = sample_cubes(str(path), path.stat().st_mtime)
+        except ValueError as exc:
+            st.warning(str(exc))
+            continue
         columns = st.columns(12)
         index = 0
         for kind, images in sample.items():

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import streamlit as st
 
 from dashboard import figures
-from dashboard.data import page_start, series_label, train_table
+from dashboard.data import FOLDER, data_folder_check, page_start, series_label, train_table
 from dashboard.volumes import default_spacing, display_volume, geometry_table, modified_time
+from pipeline.io.rsna import ERROR, findings_table
 from pipeline.labels import MODALITIES
 
 CT_WINDOWS = {"Angiography (W 600, L 200)": (-100.0, 500.0), "Brain (W 80, L 40)": (0.0, 80.0),
@@ -93,8 +96,27 @@ def viewer(root, table) -> None:
         picture.caption("Circles: the aneurysm localizers of this series (train_localizers.csv).")
 
 
+def folder_check(folder: Path) -> None:
+    """The report of `python -m pipeline validate` on the data folder."""
+    findings = data_folder_check(folder)
+    errors = sum(f.severity == ERROR for f in findings)
+    if not findings:
+        st.caption(f"Data folder check: nothing wrong found in the tables and series folders "
+                   f"(`python -m pipeline validate {folder}`).")
+        return
+    with st.expander(f"Data folder check: {errors} error(s), {len(findings) - errors} warning(s)",
+                     expanded=bool(errors), icon=":material/error:" if errors else ":material/warning:"):
+        st.dataframe(findings_table(findings), hide_index=True, width="stretch",
+                     column_config={"Problem": st.column_config.TextColumn(width="large")})
+        st.caption(f"Errors stop a build; warnings say what a build leaves out. The same report: "
+                   f"`python -m pipeline validate {folder}`.")
+
+
 def page() -> None:
     root = page_start("Dataset exploration")
+    folder = st.session_state.get(FOLDER)
+    if folder is not None:
+        folder_check(folder)
     if root is None:
         return
     table = train_table(root)

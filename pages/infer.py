@@ -73,19 +73,25 @@ def demo_input(root: Path, loaded: Predictor, model: infer.Model) -> None:
 def upload_input(loaded: Predictor, model: infer.Model) -> None:
     folder = st.radio("Upload", ["Files or a .zip", "A folder"], horizontal=True, key="infer_upload_mode",
                       label_visibility="collapsed") == "A folder"
+    generation = st.session_state.get("infer_uploader", 0)  # a new uploader after a refusal
+    cap = infer.MAX_UPLOAD_BYTES >> 20  # the browser refuses a single file above it before sending it
     files = st.file_uploader("The DICOM files of a series, or a .zip of them", accept_multiple_files=True,
-                             key="infer_upload_files") if not folder else \
-        st.file_uploader("A folder of DICOM files", accept_multiple_files="directory", key="infer_upload_folder")
-    st.caption(f"At most {infer.MAX_UPLOAD_FILES:,} files and {infer.MAX_UPLOAD_BYTES >> 20:,} MB; "
-               "files are read in memory and never stored.")
+                             key=f"infer_upload_files_{generation}", max_upload_size=cap) if not folder else \
+        st.file_uploader("A folder of DICOM files", accept_multiple_files="directory",
+                         key=f"infer_upload_folder_{generation}", max_upload_size=cap)
+    st.caption(f"At most {infer.MAX_UPLOAD_FILES:,} files and {infer.MAX_UPLOAD_BYTES >> 20:,} MB in all "
+               "(files beyond are refused as they arrive, marked in red); files are read in memory and never stored.")
+    if refused := st.session_state.pop("infer_upload_refused", None):
+        st.error(refused, icon=":material/error:")
     if not files:
         st.session_state.pop("infer_upload", None)  # let the bytes of a removed upload go
         return
     try:
         sources, series = infer.upload_contents(files)
     except IngestError as exc:
-        st.error(plain(exc), icon=":material/error:")
-        return
+        infer.release_upload(files)
+        st.session_state["infer_upload_refused"] = f"{plain(exc)} The upload was let go: choose other files."
+        st.rerun()
     if len(series) > 1:
         chosen = st.selectbox(f"This upload holds {len(series)} series: choose one", series,
                               format_func=lambda s: s.describe(), key="infer_upload_series")

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 from pipeline.demo import DEMO_SERIES as DEMO_SERIES_DEFAULT
-from pipeline.errors import IngestError
+from pipeline.errors import IngestError, StorageError
 from pipeline.external import EXTERNAL_SERIES as EXTERNAL_SERIES_DEFAULT
+from pipeline.files import storage_error
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -91,19 +92,36 @@ def _demo_data(args: argparse.Namespace) -> int:
                                          seed=args.seed, workers=args.workers, progress=_progress_bar, shift=shift,
                                          randomised=args.randomise)
     except (FileExistsError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(file=sys.stderr)
+        return _error(storage_error(exc, "writing the phantoms") or exc)
+    _end_progress_bar()
     mix = ", ".join(f"{name} {count}" for name, count in summary.per_modality.items())
     print(f"Wrote {summary.n_series} series ({summary.n_positive} positive; {mix}), {summary.n_files} files, "
           f"to {summary.root} in {summary.seconds:.1f} s.")
     return 0
 
 
+_BAR = {"open": False}  # whether a progress bar's line awaits its end
+
+
 def _progress_bar(done: int, total: int, label: str = "series") -> None:
     width = 30
     filled = int(width * done / total) if total else width
     print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label}", end="", file=sys.stderr, flush=True)
+    _BAR["open"] = True
+
+
+def _error(exc: BaseException | str) -> int:
+    """Say what went wrong in one line on standard error; the exit status of bad input."""
+    _end_progress_bar()
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _end_progress_bar() -> None:
+    """End the progress bar's line, so that what follows starts on its own."""
+    if _BAR["open"]:
+        print(file=sys.stderr)
+        _BAR["open"] = False
 
 
 def _data_root(value: str | None):
@@ -151,8 +169,7 @@ def _build(args: argparse.Namespace) -> int:
     try:
         config = build_config(args)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
     data = _data_root(args.data)
     out = args.out or datasets_root()
 
@@ -168,11 +185,10 @@ def _build(args: argparse.Namespace) -> int:
         manifest = build_datasets(data, out, config, workers=args.workers, use_cache=not args.no_cache,
                                   progress=progress)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
     if args.progress_json:
         return 0
-    print(file=sys.stderr)
+    _end_progress_bar()
     skipped = {uid: o for uid, o in manifest["series"].items() if o["status"] != "ok"}
     for uid, outcome in skipped.items():
         print(f"skipped {uid}: {outcome['reason']}", file=sys.stderr)
@@ -215,8 +231,7 @@ def _train(args: argparse.Namespace) -> int:
         try:
             config = train_config(args)
         except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return _error(exc)
     from pipeline.model.precision import configure_training_process
 
     configure_training_process()
@@ -232,8 +247,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         train(config, run, resume=args.resume, progress=progress)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
     print(f"run folder: {run}")
     return 0
 
@@ -244,8 +258,7 @@ def _predict(args: argparse.Namespace) -> int:
     try:
         predictor = Predictor(args.model, flip=args.flip)
     except (FileNotFoundError, RuntimeError, KeyError, ValueError) as exc:
-        print(f"error: the model could not be loaded: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return _error(f"the model could not be loaded: {str(exc).splitlines()[0]}")
     prediction = predictor.predict(args.path, series_uid=args.series)
     if args.json:
         print(json.dumps(prediction.to_json()))
@@ -272,9 +285,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         result = evaluate_run(args.run, args.test_set or _data_root(args.data), flip=args.flip, test_set=bool(args.test_set),
                               progress=lambda done, total: _progress_bar(done, total, what))
     except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(file=sys.stderr)
+        return _error(exc)
+    _end_progress_bar()
     name = f"test set '{result['test_set']}'" if args.test_set else "held-out series"
     print(f"{name}: {result['series']} series; {_figures(result)}; mean location AUC "
           f"{_number(result['location_auc_mean'])} ({result['locations_defined']} of 13 locations defined)")
@@ -288,26 +300,45 @@ def _evaluate_families(args: argparse.Namespace) -> int:
     from pipeline.validation import evaluate_families
 
     if args.test_set:
-        print("error: --families scores every validation set; --test-set scores one: give one of them", file=sys.stderr)
-        return 2
+        return _error("--families scores every validation set; --test-set scores one: give one of them")
     state = {"name": None}
 
     def report(name: str, what: str, done: int, total: int) -> None:
         if state["name"] != (name, what):
-            if state["name"] is not None:
-                print(file=sys.stderr)
+            _end_progress_bar()
             state["name"] = (name, what)
         _progress_bar(done, total, f"{name}: {what}")
 
     try:
         results = evaluate_families(args.run, args.validation_dir or validation_root(), flip=args.flip, report=report)
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        return 2
-    print(file=sys.stderr)
+        return _error(exc)
+    _end_progress_bar()
     for name, result in results.items():
         print(f"{name}: {result['series']} series; {_figures(result)}")
     return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from pipeline.io.rsna import ERROR, check_data_folder, findings_table
+
+    findings = check_data_folder(args.data)
+    errors = sum(f.severity == ERROR for f in findings)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(f) for f in findings]))
+    elif findings:
+        with pd_display():
+            print(findings_table(findings).to_string(index=False))
+    print(f"{args.data}: {errors} error(s), {len(findings) - errors} warning(s)"
+          + ("; a build can use it." if not errors else "; fix the errors before a build."), file=sys.stderr)
+    return 2 if errors else 0
+
+
+def pd_display():
+    """Print whole table cells (a finding is a sentence)."""
+    import pandas as pd
+
+    return pd.option_context("display.max_colwidth", None, "display.width", 250, "display.max_rows", None)
 
 
 def _number(value) -> str:
@@ -426,6 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--validation-dir", metavar="DIR",
                           help="where the validation sets are kept (default: ANEURYSM_VALIDATION_DIR, else data/validation)")
     evaluate.set_defaults(handler=_evaluate)
+
+    validate = commands.add_parser("validate", help="check a data folder before a build (tables, identifiers, "
+                                                    "localizers, series folders); exit 2 when it has errors")
+    validate.add_argument("data", help="a data folder in the RSNA layout")
+    validate.add_argument("--json", action="store_true", help="the findings as one JSON list")
+    validate.set_defaults(handler=_validate)
     return parser
 
 
@@ -433,9 +470,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except IngestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (IngestError, StorageError) as exc:
+        return _error(exc)
+    except OSError as exc:  # a full or failing disk wherever it strikes: one line, not a traceback
+        if (error := storage_error(exc, f"running {args.command}")) is None:
+            raise
+        return _error(error)
 
 
 if __name__ == "__main__":

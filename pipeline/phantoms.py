@@ -19,7 +19,6 @@ import csv
 import json
 import os
 import shutil
-import tempfile
 import time
 from concurrent.futures import as_completed
 from dataclasses import dataclass, field
@@ -28,10 +27,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pipeline.files import write_json
+from pipeline.files import remove_leftovers, temporary_beside, write_json
 from pipeline.io.dicomwriter import SeriesGeometry
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MODALITIES
-from pipeline.pool import process_pool
+from pipeline.pool import process_pool, queue_cancelled_on_error
 
 TRAIN_COLUMNS = ["SeriesInstanceUID", "PatientAge", "PatientSex", "Modality", *LABEL_COLUMNS]
 LOCALIZER_COLUMNS = ["SeriesInstanceUID", "SOPInstanceUID", "coordinates", "location"]
@@ -183,9 +182,10 @@ def write_phantom_dataset(
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} already exists and is not empty.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    partial.chmod(0o755)  # mkdtemp makes it private; the dataset is not
-    (partial / "series").mkdir()
+    remove_leftovers(out.parent, {out.name})  # what a killed generation left
+    partial = temporary_beside(out)
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "series").mkdir(parents=True)
     workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(plans)))
     results: dict[int, dict] = {}
     try:
@@ -197,10 +197,11 @@ def write_phantom_dataset(
         else:
             with process_pool(workers) as pool:
                 futures = {pool.submit(generate_series, plan, str(partial / "series")): plan.index for plan in plans}
-                for done, future in enumerate(as_completed(futures), start=1):
-                    results[futures[future]] = future.result()
-                    if progress:
-                        progress(done, len(plans))
+                with queue_cancelled_on_error(futures):
+                    for done, future in enumerate(as_completed(futures), start=1):
+                        results[futures[future]] = future.result()
+                        if progress:
+                            progress(done, len(plans))
         _write_tables(partial, [results[i] for i in sorted(results)], header)
         try:
             if out.exists():

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 from multiprocessing import get_context
 
 
@@ -39,3 +41,16 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
     """
     return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
                                initargs=(os.getpid(),))
+
+
+@contextmanager
+def queue_cancelled_on_error(futures: Iterable[Future]) -> Iterator[None]:
+    """Cancel the futures not started yet when the block ends by an exception (a failing disk,
+    an interrupt, a consumer that stopped): the pool's shutdown then waits only for the tasks
+    already running, not for the whole queue."""
+    try:
+        yield
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise

@@ -26,7 +26,7 @@ import os
 import time
 from pathlib import Path
 
-from pipeline.files import write_json, write_text
+from pipeline.files import alive, write_json, write_text
 
 CONFIG = "config.json"
 REQUEST = "request.json"  # the configuration a dashboard asked for, before the run wrote its own
@@ -157,7 +157,7 @@ class RunFolder:
             return {"state": STARTING}
         if not isinstance(value, dict) or value.get("state") not in STATES:
             return {"state": STARTING}
-        if value["state"] == RUNNING and not _alive(value.get("pid")):
+        if value["state"] == RUNNING and not alive(value.get("pid")):
             value["state"] = INTERRUPTED
         return value
 
@@ -272,10 +272,3 @@ def list_runs(root: str | os.PathLike) -> list[RunFolder]:
             runs[folder] = min(path.stat().st_mtime for path in written)
     return [RunFolder(folder) for folder in sorted(runs, key=runs.get, reverse=True)]
 
-
-def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-        return True
-    except (OSError, TypeError, ValueError):
-        return False

@@ -5,6 +5,7 @@ demo series' files on the inference page and sees the 14 probabilities. Screensh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -35,13 +36,13 @@ def _free_port() -> int:
         return handle.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(demo, trained, tmp_path_factory):
+@contextlib.contextmanager
+def dashboard(demo, trained, scratch: Path, **environment):
     """The dashboard on the small demo data with the one-epoch model; yields its address."""
     port = _free_port()
-    scratch = tmp_path_factory.mktemp("browser")
     environment = {**os.environ, "ANEURYSM_DATA": str(demo[0]), "ANEURYSM_MODEL": str(trained / "best.pt"),
-                   "ANEURYSM_RUNS_DIR": str(scratch / "runs"), "ANEURYSM_DATASETS_DIR": str(scratch / "datasets")}
+                   "ANEURYSM_RUNS_DIR": str(scratch / "runs"), "ANEURYSM_DATASETS_DIR": str(scratch / "datasets"),
+                   **environment}
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
          "--server.fileWatcherType", "none"],
@@ -62,6 +63,12 @@ def server(demo, trained, tmp_path_factory):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(demo, trained, tmp_path_factory):
+    with dashboard(demo, trained, tmp_path_factory.mktemp("browser")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +145,62 @@ def test_an_uploaded_series_gets_the_14_probabilities(server, browser, shots, de
     assert "ZZFAKE" not in page.content()  # the demo's fake patient fields never reach the page
     page.screenshot(path=str(shots / "inference-upload.png"), full_page=True)
     page.close()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses (hex, as in /proc/net/tcp*) a socket listens on at ``port``."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hexport = local.split(":")
+            if state == "0A" and int(hexport, 16) == port:
+                found.add(address)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads the listening sockets from /proc (Linux)")
+def test_the_dashboard_listens_on_this_machine_only(server):
+    addresses = listening_addresses(int(server.rsplit(":", 1)[1]))
+    loopback = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1
+    assert addresses and addresses <= loopback, addresses
+
+
+def uploads_held(url: str) -> int:
+    """Bytes of uploaded files the server holds, from its own metrics."""
+    text = urllib.request.urlopen(f"{url}/_stcore/metrics", timeout=5).read().decode()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if "UploadedFileManager" in line and not line.startswith("#"))
+
+
+def test_upload_files_beyond_the_cap_are_refused_as_they_arrive_and_a_refused_upload_is_let_go(
+        demo, trained, tmp_path, browser, shots):
+    files = []
+    for index in range(3):  # 3 x 5 MB against a cap of 8 MB
+        path = tmp_path / f"part{index}.bin"
+        path.write_bytes(os.urandom(5 << 20))
+        files.append(str(path))
+    with dashboard(demo, trained, tmp_path, ANEURYSM_MAX_UPLOAD_MB="8") as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.goto(url)
+        settle(page)
+        page.get_by_role("link", name="Inference").first.click()
+        page.get_by_role("heading", name="Inference").first.wait_for(timeout=60_000)
+        settle(page)
+        page.get_by_role("tab", name="Upload").click()
+        page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(files)
+        held = []
+        deadline = time.monotonic() + 120
+        refusal = page.get_by_text("The upload was let go")
+        while not refusal.count():
+            held.append(uploads_held(url))
+            assert time.monotonic() < deadline, "no refusal shown"
+            time.sleep(0.1)
+        settle(page)
+        page.screenshot(path=str(shots / "inference-upload-refused.png"), full_page=True)
+        message = page.locator("[data-testid='stAlertContentError']").first.text_content()
+        assert "is not a DICOM file" in message and "more than the limit" not in message  # the page got 1 file
+        assert max(held) <= 8 << 20  # never more than the cap in the server's memory
+        assert uploads_held(url) == 0  # and nothing after the refusal
+        assert_no_error_shown(page)
+        page.close()

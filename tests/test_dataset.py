@@ -114,6 +114,26 @@ def test_a_rebuild_reuses_the_cached_volumes_and_gives_the_same_cubes(built, tmp
             np.testing.assert_array_equal(first[key], second[key])
 
 
+def test_a_series_folder_changed_after_a_build_is_read_again_not_taken_from_the_cache(built, tmp_path):
+    root, out, _, _ = built
+    data, again = tmp_path / "data", tmp_path / "again"
+    shutil.copytree(root, data)
+    shutil.copytree(out / "cache", again / "cache")
+    table = pd.read_csv(data / "train.csv", dtype=str)
+    emptied, rewritten = table.SeriesInstanceUID[0], table.SeriesInstanceUID[1]
+    for path in (data / "series" / emptied).iterdir():
+        path.unlink()
+    first = sorted((data / "series" / rewritten).iterdir())[0]
+    first.write_bytes(first.read_bytes())  # same bytes, a newer file: read again to be safe
+    manifest = build_datasets(data, again, CONFIG, workers=1)
+    outcomes = manifest["series"]
+    assert outcomes[emptied]["status"] == "skipped" and "DICOM" in outcomes[emptied]["reason"]
+    assert not outcomes[rewritten]["from_cache"] and outcomes[rewritten]["status"] == "ok"
+    others = set(outcomes) - {emptied, rewritten}
+    assert others and all(outcomes[uid]["from_cache"] for uid in others)
+    assert not list((again / "cache").glob(f"*/{emptied}.npz"))  # the stale volume is gone
+
+
 def test_broken_series_and_bad_localizers_are_reported_not_fatal(built, tmp_path):
     root, _, _, truth = built
     data = tmp_path / "data"

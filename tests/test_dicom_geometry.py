@@ -207,3 +207,22 @@ def test_a_folder_is_searched_recursively_and_names_need_no_extension(write, tmp
     volume = load_series(tmp_path / "upload")
     np.testing.assert_array_equal(volume.array, pixels)
     assert any("notes.txt" in w for w in volume.warnings)
+
+
+def test_irregular_slices_are_kept_as_they_are_when_a_grid_holds_them_all(write):
+    z = np.array([0.0, 1.0, 2.0, 3.0, 4.5, 5.5, 6.5, 7.5])  # one step of 1.5 mm: a 0.5 mm grid holds them all
+    pixels = np.broadcast_to((np.arange(8) * 100 + 100).astype(np.int16)[:, None, None], (8, 4, 4)).copy()
+    folder, _, _ = write(positions=[(0, 0, v) for v in z], pixels=pixels)
+    volume = load_series(folder)
+    assert volume.spacing[0] == pytest.approx(0.5) and volume.shape[0] == 16
+    original = np.round(z / 0.5).astype(int)
+    np.testing.assert_allclose(volume.array[original, 0, 0], pixels[:, 0, 0], atol=1e-3)  # not interpolated
+    assert any("holds every original slice" in w for w in volume.warnings)
+
+
+def test_irregular_slices_no_cheap_grid_holds_are_resampled_at_the_finest_spacing(write):
+    z = np.array([0.0, 1.0, 2.2, 3.0, 4.1, 5.0])
+    folder, _, _ = write(positions=[(0, 0, v) for v in z])
+    volume = load_series(folder)
+    assert volume.spacing[0] == pytest.approx(5.0 / 6) and volume.shape[0] == 7  # the finest step, 0.8 mm
+    assert any("at the finest spacing" in w for w in volume.warnings)

@@ -43,3 +43,19 @@ def test_a_build_started_from_the_page_writes_the_datasets(monkeypatch, demo, tm
     assert set(manifest["datasets"]) == {"MRA", "MRI T1post"} and manifest["config"]["negatives"] == 2
     balance = next(d.value for d in app.dataframe if "Positive share" in getattr(d.value, "columns", []))
     assert balance.Modality.tolist() == ["MRA", "MRI T1post", "All"]
+
+
+def test_a_damaged_dataset_is_named_on_the_page_not_a_traceback(monkeypatch, demo, built, tmp_path):
+    import shutil
+
+    from pipeline.dataset.store import DATASET_FILES
+
+    _, out, _, _ = built
+    copy = tmp_path / "datasets"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("cache"))
+    damaged = copy / DATASET_FILES["MRA"]
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    app = open_page(monkeypatch, demo, copy)
+    assert any(str(damaged) in w.value and "damaged or truncated" in w.value for w in app.warning)
+    app.switch_page("pages/train.py").run()
+    assert not app.exception

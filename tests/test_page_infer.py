@@ -88,7 +88,7 @@ def test_an_uploaded_zip_of_two_series_lets_the_user_choose_one(monkeypatch, tmp
     archive = zipped({f"{uid}/{path.name}": path.read_bytes()
                       for uid in uids for path in sorted((root / "series" / uid).iterdir())})
     app = open_page(monkeypatch, tmp_path, demo, trained / "best.pt")
-    app.file_uploader(key="infer_upload_files").set_value(("two series.zip", archive, "application/zip")).run()
+    app.file_uploader(key="infer_upload_files_0").set_value(("two series.zip", archive, "application/zip")).run()
     assert not app.exception and not app.error
     choice = app.selectbox(key="infer_upload_series")
     assert len(choice.options) == 2 and all(any(uid in o for o in choice.options) for uid in uids)
@@ -106,19 +106,22 @@ def test_an_uploaded_zip_of_two_series_lets_the_user_choose_one(monkeypatch, tmp
 ])
 def test_an_upload_that_is_not_dicom_gets_a_readable_error(monkeypatch, tmp_path, demo, trained, upload):
     app = open_page(monkeypatch, tmp_path, demo, trained / "best.pt")
-    app.file_uploader(key="infer_upload_files").set_value(upload).run()
+    app.file_uploader(key="infer_upload_files_0").set_value(upload).run()
     assert not app.exception
-    assert len(app.error) == 1 and "DICOM" in app.error[0].value
+    assert len(app.error) == 1 and "DICOM" in app.error[0].value and "let go" in app.error[0].value
     assert not [b for b in app.button if b.key == "infer_run_upload"]
+    assert app.file_uploader(key="infer_upload_files_1").value in (None, [])  # the refused files are gone
 
 
 def test_an_upload_over_the_caps_is_refused_before_reading(monkeypatch, tmp_path, demo, trained):
     monkeypatch.setattr(infer, "MAX_UPLOAD_FILES", 2)
     app = open_page(monkeypatch, tmp_path, demo, trained / "best.pt")
-    app.file_uploader(key="infer_upload_files").set_value([(f"{i}.dcm", b"x", "application/dicom")
+    app.file_uploader(key="infer_upload_files_0").set_value([(f"{i}.dcm", b"x", "application/dicom")
                                                           for i in range(3)]).run()
     assert not app.exception
     assert "more than the limit of 2" in app.error[0].value
+    assert app.file_uploader(key="infer_upload_files_1").value in (None, [])
+    assert "infer_upload" not in app.session_state
 
 
 def test_without_any_model_the_page_says_what_to_do(monkeypatch, tmp_path, demo):
@@ -153,3 +156,26 @@ def test_the_model_line_gives_the_shipped_models_scores_in_and_out_of_its_family
     external = json.loads((folder / "test_sets" / "external.json").read_text())["final_score"]
     assert f"held-out {held_out:.3f}" in line and f"demo test set {test:.3f}" in line
     assert f"external family {external:.3f}" in line and "worst shift" in line
+
+
+def test_the_server_refuses_upload_files_beyond_the_sessions_cap_as_they_arrive():
+    from starlette.exceptions import HTTPException
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+    from streamlit.runtime.uploaded_file_manager import UploadedFileRec
+
+    manager = MemoryUploadedFileManager("/_stcore/upload_file")
+    infer.cap_uploads(manager, 10 << 20)
+    infer.cap_uploads(manager, 10 << 20)  # installed once
+
+    def upload(session, file_id, megabytes):
+        manager.add_file(session, UploadedFileRec(file_id, f"{file_id}.dcm", "application/dicom",
+                                                  bytes(megabytes << 20)))
+
+    upload("a", "1", 6)
+    with pytest.raises(HTTPException) as refused:
+        upload("a", "2", 6)
+    assert refused.value.status_code == 413 and "10 MB" in refused.value.detail
+    upload("a", "1", 9)  # the same file uploaded again replaces itself
+    upload("b", "1", 6)  # another session has its own allowance
+    assert [f.file_id for f in manager.get_files("a", ["1", "2"])] == ["1"]
+    assert manager.get_stats()["cache_memory_bytes"][0].byte_length == (9 + 6) << 20

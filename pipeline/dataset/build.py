@@ -21,7 +21,6 @@ parameters, each series' outcome and the counts (`balance_table`).
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import zipfile
 from concurrent.futures import as_completed
@@ -35,14 +34,16 @@ import pandas as pd
 from pipeline import __version__
 from pipeline.dataset.config import BuildConfig
 from pipeline.dataset.cubes import extract_cube, sample_points, vessel_candidates, vessel_density
-from pipeline.dataset.store import CUBE_DTYPE, DATASET_FILES, write_manifest
+from pipeline.dataset.store import CUBE_DTYPE, DATASET_FILES, MANIFEST_NAME, discard_staged_manifest, manifest_path, stage_manifest
+from pipeline.errors import IngestError, StorageError
+from pipeline.files import remove_leftovers, storage_error, temporary_beside
 from pipeline.io.dicom import load_series
-from pipeline.errors import IngestError
 from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
 from pipeline.phantoms import VALIDATION_ONLY, read_family
-from pipeline.pool import process_pool
-from pipeline.io.rsna import Localizer, read_localizers, read_train
-from pipeline.preprocess.cache import UNREADABLE, ProcessedCache, load_processed, save_processed
+from pipeline.pool import process_pool, queue_cancelled_on_error
+from pipeline.io.rsna import Localizer, read_localizers, read_train, unknown_modality
+from pipeline.preprocess.cache import (UNREADABLE, ProcessedCache, cached_source, load_processed, save_processed,
+                                      source_fingerprint)
 from pipeline.preprocess.head import head_interior
 from pipeline.preprocess.transforms import preprocess
 from pipeline.volume import Volume
@@ -92,7 +93,14 @@ class SeriesResult:
 
 
 def process_series(task: SeriesTask) -> SeriesResult:
-    """Read (or reuse the cached) processed volume of one series and cut its cubes. Never raises."""
+    """Read (or reuse the cached) processed volume of one series and cut its cubes.
+
+    A series that cannot be used is skipped with its reason; only a failing disk stops the
+    build.
+
+    Raises:
+        StorageError: the machine could not read or store the series' files.
+    """
     start = time.perf_counter()
     result = SeriesResult(task.series_uid, task.modality, "skipped")
     try:
@@ -101,22 +109,29 @@ def process_series(task: SeriesTask) -> SeriesResult:
         _cut_cubes(task, volume, result)
     except IngestError as exc:
         result.reason = str(exc)
-    except Exception as exc:  # a broken series never stops the build
+    except Exception as exc:  # a broken series never stops the build; a broken disk does
+        if error := storage_error(exc, f"processing series {task.series_uid}"):
+            raise error from None
         result.reason = f"unexpected error: {type(exc).__name__}: {exc}"
     result.seconds = time.perf_counter() - start
     return result
 
 
 def _processed_volume(task: SeriesTask) -> tuple[Volume, bool]:
+    """The cached processed volume while the series folder is the one it was made from, else
+    a fresh one (cached in turn)."""
     cache = Path(task.cache) if task.cache else None
+    source = source_fingerprint(task.folder)
     if cache is not None and cache.is_file():
         try:
-            return load_processed(cache), True
+            if cached_source(cache) == source:
+                return load_processed(cache), True
         except UNREADABLE:
-            cache.unlink(missing_ok=True)  # a damaged cache entry is recomputed
+            pass
+        cache.unlink(missing_ok=True)  # a damaged or outdated entry is recomputed
     volume = preprocess(load_series(task.folder), task.config.preprocess)
     if cache is not None:
-        save_processed(cache, volume)
+        save_processed(cache, volume, source)
     return volume, False
 
 
@@ -188,8 +203,8 @@ class _ModalityWriter:
     def __init__(self, folder: Path, name: str, cube: int):
         self.target = folder / name
         self.cube = cube
-        handle, self.raw_path = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".raw")
-        self.raw = os.fdopen(handle, "wb")
+        self.raw_path = temporary_beside(self.target, ".raw")
+        self.raw = open(self.raw_path, "wb")
         self.count = 0
         self.series: set[str] = set()
         self.small: dict[str, list] = {k: [] for k in ("labels", "positions", "patient_ids", "centres_voxel",
@@ -217,7 +232,7 @@ class _ModalityWriter:
             "centres_mm": _concat(self.small["centres_mm"], np.float32, (0, 3)),
             "kinds": _concat(self.small["kinds"], "<U16", (0,)),
         }
-        temporary = self.target.with_name(self.target.name + ".tmp")
+        temporary = temporary_beside(self.target)
         with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
             shape = (self.count, self.cube, self.cube, self.cube)
             with archive.open("cubes.npy", "w", force_zip64=True) as entry:
@@ -235,9 +250,8 @@ class _ModalityWriter:
 
     def discard(self) -> None:
         self.raw.close()
-        for path in (self.raw_path, str(self.target) + ".tmp"):
-            if os.path.exists(path):
-                os.unlink(path)
+        for path in (self.raw_path, temporary_beside(self.target)):
+            path.unlink(missing_ok=True)
 
 
 def _concat(parts: list[np.ndarray], dtype, empty_shape) -> np.ndarray:
@@ -276,33 +290,49 @@ def build_datasets(
                          f"'python -m pipeline evaluate --run RUN --test-set {data_root}'.")
     out.mkdir(parents=True, exist_ok=True)
     tasks, problems = _tasks(data_root, out, config, use_cache)
-    writers = {m: _ModalityWriter(out, DATASET_FILES[m], config.cube) for m in config.modalities}
+    _remove_leftovers(out, config)
+    writers: dict[str, _ModalityWriter] = {}
     outcomes: dict[str, dict] = {}
     try:
+        writers = {m: _ModalityWriter(out, DATASET_FILES[m], config.cube) for m in config.modalities}
         for done, result in enumerate(_run(tasks, workers), start=1):
             outcomes[result.series_uid] = result.outcome()
             if result.status == "ok":
                 writers[result.modality].add(result)
             if progress:
                 progress(done, len(tasks), result)
-        finished = {m: w.finish() for m, w in writers.items()}
-        for modality, temporary in finished.items():
-            os.replace(temporary, writers[modality].target)
+        finished = {writer.target: writer.finish() for writer in writers.values()}
+        manifest = {
+            "version": __version__,
+            "data_root": str(data_root),
+            "config": config.to_dict(),
+            "preprocess_key": config.preprocess.key(),
+            "problems": problems,
+            "series": {uid: outcomes[uid] for uid in sorted(outcomes)},
+            "datasets": {m: _counts(m, w) for m, w in writers.items()},
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        finished[manifest_path(out)] = stage_manifest(out, manifest)
+        for target, temporary in finished.items():  # only complete outputs replace the previous ones
+            os.replace(temporary, target)
+    except Exception as exc:
+        if error := storage_error(exc, f"writing to {out}"):
+            cached = ": the series processed so far are cached" if use_cache else ""
+            raise StorageError(f"{error}: the build stopped after {len(outcomes)} of {len(tasks)} series and "
+                               f"the datasets in {out} are as they were. Free some space (or build into another --out) "
+                               f"and run it again{cached}.") from None
+        raise
     finally:
         for writer in writers.values():
             writer.discard()
-    manifest = {
-        "version": __version__,
-        "data_root": str(data_root),
-        "config": config.to_dict(),
-        "preprocess_key": config.preprocess.key(),
-        "problems": problems,
-        "series": {uid: outcomes[uid] for uid in sorted(outcomes)},
-        "datasets": {m: _counts(m, w) for m, w in writers.items()},
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    write_manifest(out, manifest)
+        discard_staged_manifest(out)
     return manifest
+
+
+def _remove_leftovers(out: Path, config: BuildConfig) -> None:
+    """What killed builds left: half-written datasets and manifest, half-written cache entries."""
+    remove_leftovers(out, {*DATASET_FILES.values(), MANIFEST_NAME})
+    ProcessedCache(out, config.preprocess).remove_leftovers()
 
 
 def _tasks(data_root: Path, out: Path, config: BuildConfig, use_cache: bool) -> tuple[list[SeriesTask], list[str]]:
@@ -313,8 +343,7 @@ def _tasks(data_root: Path, out: Path, config: BuildConfig, use_cache: bool) -> 
     for row in table.to_dict("records"):
         uid, modality = str(row["SeriesInstanceUID"]), str(row["Modality"])
         if modality not in MODALITIES:
-            problems.append(f"Series {uid} has the modality {modality[:40]!r}, which the model does not know "
-                            f"({', '.join(MODALITIES)}); it was left out.")
+            problems.append(unknown_modality(uid, modality))
             continue
         if modality not in config.modalities:
             continue
@@ -338,11 +367,12 @@ def _run(tasks: list[SeriesTask], workers: int | None):
         futures = {pool.submit(process_series, task): index for index, task in enumerate(tasks)}
         pending: dict[int, SeriesResult] = {}
         next_index = 0
-        for future in as_completed(futures):
-            pending[futures[future]] = future.result()
-            while next_index in pending:
-                yield pending.pop(next_index)
-                next_index += 1
+        with queue_cancelled_on_error(futures):
+            for future in as_completed(futures):
+                pending[futures[future]] = future.result()
+                while next_index in pending:
+                    yield pending.pop(next_index)
+                    next_index += 1
 
 
 def _counts(modality: str, writer: _ModalityWriter) -> dict:

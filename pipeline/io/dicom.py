@@ -46,6 +46,9 @@ _TAGS = [
     "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "SliceThickness",
     "SpacingBetweenSlices", "GridFrameOffsetVector", "SharedFunctionalGroupsSequence",
     "PerFrameFunctionalGroupsSequence", "PixelData",
+    # what tells apart the volumes of a 4-D series (see `_one_volume`)
+    "EchoTime", "EchoNumbers", "DiffusionBValue", "DiffusionGradientOrientation", "TemporalPositionIdentifier",
+    "TriggerTime", "AcquisitionNumber",
 ]
 _TAG_NUMBERS = [pydicom.tag.Tag(keyword) for keyword in _TAGS]  # converted once, not per file
 _READ_THREADS = min(4, os.cpu_count() or 1)
@@ -77,6 +80,8 @@ def _items(source: Source) -> list[_Item]:
         root = Path(source)
         if root.is_dir():
             files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+            if not files:
+                raise IngestError(f"No files in the folder {root.name}: it holds no DICOM images.")
             return [_Item(str(p.relative_to(root)), path=p) for p in files]
         if root.is_file():
             return [_Item(root.name, path=root)]
@@ -302,6 +307,7 @@ class _Frame:
     is_localizer: bool
     instance_number: int
     size: tuple[int, int]
+    volume: tuple = ()  # the value of each of `VOLUME_ATTRIBUTES` (None where not given)
 
 
 def _n_frames(ds: Dataset) -> int:
@@ -447,8 +453,47 @@ def _frames_of(file_index: int, ds: Dataset) -> list[_Frame | None]:
             continue
         group = per_frame[index] if per_frame is not None and len(per_frame) > index else None
         slope, intercept = _rescale(ds, group, shared)
-        frames.append(_Frame(file_index, index, geometry, slope, intercept, is_localizer, instance, size))
+        frames.append(_Frame(file_index, index, geometry, slope, intercept, is_localizer, instance, size,
+                             _volume_values(ds, group, shared)))
     return frames
+
+
+#: What tells apart the volumes of a series that holds several at the same positions, in the
+#: order they are tried: (what the series is, attribute, where an enhanced file keeps it per frame).
+VOLUME_ATTRIBUTES = (
+    ("diffusion-weighted", "b-value", "DiffusionBValue", ("MRDiffusionSequence", "DiffusionBValue")),
+    ("diffusion-weighted", "gradient direction", "DiffusionGradientOrientation", None),
+    ("multi-echo", "echo time", "EchoTime", ("MREchoSequence", "EffectiveEchoTime")),
+    ("multi-echo", "echo number", "EchoNumbers", None),
+    ("a time series", "temporal position", "TemporalPositionIdentifier", ("FrameContentSequence", "TemporalPositionIndex")),
+    ("cardiac-gated", "trigger time", "TriggerTime", None),
+    ("several acquisitions", "acquisition number", "AcquisitionNumber", None),
+)
+
+
+def _volume_values(ds: Dataset, group: Dataset | None, shared: Dataset | None) -> tuple:
+    """The `VOLUME_ATTRIBUTES` of a frame as text (values converted: some are binary floats)."""
+    values = []
+    for _, _, keyword, functional in VOLUME_ATTRIBUTES:
+        value = None
+        if functional:
+            sequence, inner = functional
+            for source in (group, shared):
+                items = source.get(sequence) if source is not None else None
+                if items and inner in items[0]:
+                    value = items[0].get(inner)
+                    break
+        if value is None:
+            try:
+                value = ds.get(keyword)
+            except Exception:  # a malformed value tells no volume apart
+                value = None
+        if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+            value = "\\".join(f"{float(v):g}" if isinstance(v, (int, float)) else str(v) for v in value)
+        elif isinstance(value, (int, float)):
+            value = f"{float(value):g}"
+        values.append(None if value is None or str(value).strip() == "" else str(value).strip())
+    return tuple(values)
 
 
 # --------------------------------------------------------------------------------------
@@ -570,7 +615,8 @@ def load_series(
     members, duplicates = _drop_repeated_files(members)
     if duplicates:
         warnings.append(f"{duplicates} file(s) appeared twice (same SOPInstanceUID) and were read once.")
-    frames = _stack_frames(members, warnings)
+    _refuse_mosaic(members)
+    frames = _one_volume(_stack_frames(members, warnings), warnings)
     while True:  # decode straight into the sorted stack; drop undecodable files and redo
         stack, positions, duplicates = _sorted_stack(frames, warnings)
         array, problems = _fill(members, stack)
@@ -672,6 +718,52 @@ def _stack_frames(members: list[_File], warnings: list[str]) -> list[_Frame]:
             "(scouts or localizers) were left out."
         )
     return kept
+
+
+def _refuse_mosaic(members: list[_File]) -> None:
+    """A Siemens mosaic tiles a whole volume in each image: read as slices, it is garbage."""
+    mosaics = sum("MOSAIC" in [str(v).upper() for v in (ds.get("ImageType") or [])] for _, ds, _ in members)
+    if mosaics:
+        raise IngestError(f"The series is a Siemens mosaic ({mosaics} image(s), each tiling many slices in one "
+                          "picture), which cannot be read as a volume: convert it to one image per slice first "
+                          "(e.g. with dcm2niix, or the scanner's export).")
+
+
+def _one_volume(frames: list[_Frame], warnings: list[str]) -> list[_Frame]:
+    """The frames of one volume, when the series holds several at the same positions
+    (diffusion, multi-echo, dynamic, repeated acquisitions): the first by the attribute that
+    tells them apart, with a warning naming what the series is and what was kept."""
+    normal = frames[0].geometry.normal
+    positions = [round(float(f.geometry.position @ normal), 2) for f in frames]
+    if len(set(positions)) == len(positions):
+        return frames
+    for index, (kind, attribute, _, _) in enumerate(VOLUME_ATTRIBUTES):
+        groups: dict[str | None, list[int]] = {}
+        for k, frame in enumerate(frames):
+            groups.setdefault(frame.volume[index], []).append(k)
+        if len(groups) < 2 or not all(len({positions[k] for k in g}) == len(g) for g in groups.values()):
+            continue
+        values = sorted(groups, key=_volume_order)
+        chosen = groups[values[0]]
+        shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+        warnings.append(f"The series holds {len(groups)} volumes at the same positions ({kind}; {attribute}s "
+                        f"{shown}); only the first, {attribute} {values[0]} ({len(chosen)} images), was read.")
+        return [frames[k] for k in chosen]
+    repeats = Counter(positions).most_common(1)[0][1]
+    warnings.append(f"Some positions hold up to {repeats} images and no header (echo, diffusion, temporal "
+                    "position, trigger time, acquisition number) tells them apart: the series may hold several "
+                    "volumes; the first image at each position was read.")
+    return frames
+
+
+def _volume_order(value: str | None):
+    """Volumes in their natural order: by number where the values are numbers."""
+    if value is None:
+        return (2, 0.0, "")
+    try:
+        return (0, float(value.split("\\")[0]), value)
+    except ValueError:
+        return (1, 0.0, value)
 
 
 def _sorted_stack(frames: list[_Frame], warnings: list[str]) -> tuple[list[_Frame], np.ndarray, int]:
@@ -816,18 +908,16 @@ def _regular_slices(
             f"The slices are too sparse to form a volume: {len(positions)} slices spread over {span:.0f} mm "
             f"(gaps up to {steps.max():.1f} mm where most slices are {median:.2f} mm apart)."
         )
+    step, grid = _grid_step(positions, median, array[0].size, max_voxels)
+    n = int(round(span / step)) + 1
+    grid = f"the volume was resampled on the true slice positions to {grid} ({span / (n - 1):.3g} mm)"
     gaps = steps > 1.5 * median
     if gaps.any():
         missing = int(sum(round(s / median) - 1 for s in steps[gaps]))
-        warnings.append(
-            f"{missing} slice(s) missing: {int(gaps.sum())} gap(s) up to {steps.max():.2f} mm where slices are "
-            f"{median:.2f} mm apart; the volume was resampled to a regular grid on the true slice positions."
-        )
+        warnings.append(f"{missing} slice(s) missing: {int(gaps.sum())} gap(s) up to {steps.max():.2f} mm where "
+                        f"slices are {median:.2f} mm apart; {grid}.")
     else:
-        warnings.append(
-            f"Irregular slice spacing ({steps.min():.2f} to {steps.max():.2f} mm); the volume was resampled "
-            "to a regular grid on the true slice positions."
-        )
+        warnings.append(f"Irregular slice spacing ({steps.min():.2f} to {steps.max():.2f} mm); {grid}.")
     targets = positions[0] + np.arange(n) * (span / (n - 1))
     upper = np.clip(np.searchsorted(positions, targets, side="right"), 1, len(positions) - 1)
     lower = upper - 1
@@ -837,3 +927,25 @@ def _regular_slices(
         np.multiply(array[lower[k]], 1.0 - weight[k], out=resampled[k])
         resampled[k] += weight[k] * array[upper[k]]
     return resampled, targets, span / (n - 1)
+
+
+def _grid_step(positions: np.ndarray, median: float, slice_voxels: int, max_voxels: int) -> tuple[float, str]:
+    """The step of the regular grid an irregular stack is resampled on, and its name: the
+    largest that holds every original slice (the finest step or a half, third or quarter of
+    it), so that no original slice is interpolated; else the finest step, which keeps the
+    finest detail; either only while it at most doubles the slices; else the median step."""
+    offsets = positions - positions[0]
+    span, finest = float(offsets[-1]), float(np.diff(positions).min())
+    tolerance = max(0.01, 0.02 * finest)
+
+    def affordable(step: float, growth: float) -> bool:
+        n = span / step + 1
+        return n <= growth * len(positions) and n * slice_voxels <= max_voxels
+
+    for divisor in (1, 2, 3, 4):
+        step = finest / divisor
+        if np.abs(offsets / step - np.round(offsets / step)).max() * step <= tolerance and affordable(step, 2.0):
+            return step, "a regular grid that holds every original slice"
+    if affordable(finest, 2.0):
+        return finest, "a regular grid at the finest spacing"
+    return median, "a regular grid at the median spacing"

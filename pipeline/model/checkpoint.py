@@ -17,6 +17,7 @@ with `load_checkpoint`, which refuses what this version cannot use with one clea
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 
 from pipeline import __version__
+from pipeline.files import temporary_beside
 from pipeline.labels import LABEL_COLUMNS, LOCATIONS
 from pipeline.model.locate import LocationPrior
 from pipeline.model.config import ModelConfig
@@ -107,9 +109,11 @@ def save_checkpoint(path: Path, network: torch.nn.Module, meta: CheckpointMeta, 
     """Write a checkpoint atomically (a temporary file beside it, then a rename): a reader or a
     crash never sees half of one. ``training_state``: what ``last.pt`` adds for ``--resume``."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = temporary_beside(path)
+    buffer = io.BytesIO()  # torch's own file writer turns a full disk into a bare RuntimeError
+    torch.save({"model": network.state_dict(), "meta": meta.to_json(), **training_state}, buffer)
     try:
-        torch.save({"model": network.state_dict(), "meta": meta.to_json(), **training_state}, temporary)
+        temporary.write_bytes(buffer.getbuffer())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

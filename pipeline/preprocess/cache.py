@@ -4,18 +4,21 @@ A build writes every series it preprocessed to ``DATASETS/cache/preprocessed-KEY
 (KEY: `PreprocessConfig.key`), float16 values with the source geometry (each source image's
 position, orientation and pixel spacing, so localizers and candidates map back to the
 images); training draws its crops from these volumes and scores its held-out series on them.
-Files load with ``np.load(..., allow_pickle=False)`` and are written atomically.
+Each entry records a fingerprint of the series folder it was made from (`source_fingerprint`):
+a build reuses it only while the folder's files are unchanged. Files load with
+``np.load(..., allow_pickle=False)`` and are written atomically.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.files import npz_member_header, remove_leftovers, temporary_beside
 from pipeline.preprocess.config import PreprocessConfig
 from pipeline.volume import SourceImage, Volume
 
@@ -43,16 +46,29 @@ class ProcessedCache:
         """The cached volume of each of ``series_uids`` that has one."""
         return {uid: self.path(uid) for uid in series_uids if self.path(uid).is_file()}
 
+    def remove_leftovers(self) -> None:
+        """Remove the half-written entries of killed builds."""
+        remove_leftovers(self.folder)
 
 
+def source_fingerprint(folder: str | os.PathLike) -> str:
+    """A digest of the name, size and modification time of every file under a series folder:
+    it changes when a file is added, removed, replaced or rewritten."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
-def save_processed(path: Path, volume: Volume) -> None:
-    """Write a processed volume (float16) and its source geometry to ``path``, atomically."""
+
+def save_processed(path: Path, volume: Volume, source: str = "") -> None:
+    """Write a processed volume (float16) and its source geometry to ``path``, atomically;
+    ``source``: the `source_fingerprint` of the folder it was read from."""
     keys = list(volume.sources)
     sources = [volume.sources[k] for k in keys]
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    os.close(handle)
+    temporary = temporary_beside(path, ".npz")  # np.savez adds ".npz" to a name without it
     try:
         np.savez(
             temporary,
@@ -67,6 +83,7 @@ def save_processed(path: Path, volume: Volume) -> None:
             row=np.array([s.row_cosine for s in sources]).reshape(-1, 3),
             column=np.array([s.column_cosine for s in sources]).reshape(-1, 3),
             pixel_spacing=np.array([s.pixel_spacing for s in sources]).reshape(-1, 2),
+            source=np.array(source),
         )
         os.replace(temporary, path)
     finally:
@@ -93,10 +110,16 @@ def load_processed(path: Path) -> Volume:
         )
 
 
+def cached_source(path: Path) -> str:
+    """The `source_fingerprint` a cached volume was made from ("" for an entry without one).
+
+    Raises:
+        one of `UNREADABLE`: the file is missing, truncated or not a cached volume.
+    """
+    with np.load(path, allow_pickle=False) as data:
+        return str(data["source"]) if "source" in data.files else ""
+
+
 def processed_nbytes(path: Path) -> int:
     """Bytes a cached processed volume takes as float16, read from the file's array header."""
-    with zipfile.ZipFile(path) as archive, archive.open("array.npy") as handle:
-        version = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape = read_header(handle)[0]
-    return 2 * int(np.prod(shape))
+    return 2 * int(np.prod(npz_member_header(path, "array")[0]))

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from pipeline.errors import IngestError
 from pipeline.preprocess.config import CANONICAL, PreprocessConfig
 from pipeline.volume import Volume
 
@@ -257,9 +258,38 @@ class Preprocessor:
         return [Reorient(c.orientation), CropForeground(c.crop_margin_mm), Resample(c.target_spacing)]
 
     def __call__(self, volume: Volume) -> Volume:
+        volume = check_modality(volume)
         for step in self.steps:
             volume = step(volume)
         return volume
+
+
+#: DICOM modalities that are neither CT nor MR and that no normalisation here fits: refused.
+OTHER_MODALITIES = {
+    "PT": "positron emission tomography", "NM": "nuclear medicine", "US": "ultrasound", "XA": "X-ray angiography",
+    "RF": "fluoroscopy", "CR": "computed radiography", "DX": "digital radiography", "MG": "mammography",
+    "IO": "intra-oral radiography", "PX": "panoramic X-ray", "OP": "ophthalmic photography", "SM": "microscopy",
+    "XC": "photography", "ES": "endoscopy", "RTDOSE": "a radiotherapy dose", "RTIMAGE": "a radiotherapy image",
+    "SEG": "a segmentation",
+}
+
+
+def check_modality(volume: Volume) -> Volume:
+    """Refuse a series of a modality the model cannot read (PET, ultrasound, ...); one of no
+    known modality (secondary capture, none given) goes on as MR, with a warning.
+
+    Raises:
+        IngestError: the modality is one of `OTHER_MODALITIES`.
+    """
+    modality = volume.modality
+    if modality in ("CT", "MR"):
+        return volume
+    if modality in OTHER_MODALITIES:
+        raise IngestError(f"The series is {OTHER_MODALITIES[modality]} (DICOM modality {modality}): the model reads "
+                          "CT and MR series only.")
+    return volume.replace(warnings=[*volume.warnings, f"The series' DICOM modality is {modality[:16]!r}, not CT or "
+                                    "MR: it was processed as MR, and the model, trained on CT and MR series, may "
+                                    "not fit it."])
 
 
 def preprocess(volume: Volume, config: PreprocessConfig | None = None) -> Volume:

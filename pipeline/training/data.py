@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.dataset.store import dataset_source, series_labels
+from pipeline.dataset.store import check_dataset, dataset_source, read_arrays, series_labels
 from pipeline.model.locate import LocationPrior, head_centre
 from pipeline.preprocess.cache import load_processed
 from pipeline.preprocess.config import PreprocessConfig
@@ -58,17 +58,18 @@ def load_cubes(files: tuple[str, ...], keep: set[str] | None = None) -> CubeData
     draws from the volumes, so only the validation series' cubes need memory.
 
     Raises:
-        FileNotFoundError, ValueError: see `pipeline.dataset.store.dataset_source`.
+        FileNotFoundError, ValueError: see `pipeline.dataset.store.dataset_source`, and
+            `check_dataset` for a file that is not a dataset a build writes.
     """
     source = dataset_source(files)
     parts: dict[str, list] = {key: [] for key in CUBE_COLUMNS}
     cube_parts = []
     for file in files:
-        with np.load(file, allow_pickle=False) as data:
-            for key in parts:
-                parts[key].append(data[key])
-            wanted = slice(None) if keep is None else np.isin(data["patient_ids"], sorted(keep))
-            cube_parts.append(data["cubes"][wanted])
+        check_dataset(file)
+        for key, values in zip(parts, read_arrays(file, parts)):
+            parts[key].append(values)
+        wanted = slice(None) if keep is None else np.isin(parts["patient_ids"][-1], sorted(keep))
+        cube_parts.append(read_arrays(file, ("cubes",))[0][wanted])
     labels = np.concatenate(parts["labels"]).astype(np.float32)
     positions = np.concatenate(parts["positions"])
     locations = np.where(labels > 0, positions.argmax(axis=1), -1)

@@ -51,6 +51,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from pipeline.errors import StorageError
+from pipeline.files import remove_leftovers, storage_error
 from pipeline.model.checkpoint import CheckpointMeta, TrainedModel, read_checkpoint, save_checkpoint
 from pipeline.model.network import AneurysmNet
 from pipeline.model.precision import Precision, choose_precision
@@ -190,6 +192,7 @@ class Trainer:
         """Train the remaining epochs; returns the last epoch record. ``status.json`` says
         running, then finished, stopped (STOP file or interrupt) or failed (with the error)."""
         self.folder.clear_stop()
+        remove_leftovers(self.folder.path)  # checkpoints half-written by a killed run
         status = {"state": RUNNING, "pid": os.getpid(), "epoch": self.state.epoch, "epochs": self.config.epochs,
                   "device": self.precision.device.type, "precision": self.precision.name, "started": time.time()}
         self.folder.write_status(status)
@@ -210,10 +213,22 @@ class Trainer:
         except BaseException as exc:
             status.update(state=STOPPED if isinstance(exc, KeyboardInterrupt) else FAILED,
                           message=f"{type(exc).__name__}: {exc}")
+            if error := storage_error(exc, f"writing to {self.folder.path}"):
+                error = StorageError(f"{error}: the run stopped; it holds {self.state.epoch} finished epoch(s). "
+                                     f"Free some space and continue it with 'python -m pipeline train --run "
+                                     f"{self.folder.path} --resume'.")
+                status["message"] = str(error)
+                raise error from None
             raise
         finally:
-            self.folder.write_status(status)
+            self._write_final_status(status)
         return record
+
+    def _write_final_status(self, status: dict) -> None:
+        try:
+            self.folder.write_status(status)
+        except OSError:  # a full disk may refuse even this; readers then see the ended process as interrupted
+            pass
 
     def train_epoch(self, epoch: int) -> dict | None:
         """``steps_per_epoch`` batches of crops from the series the bank holds, drawn from a
