@@ -8,14 +8,16 @@ import numpy as np
 import streamlit as st
 
 from dashboard import figures
+from dashboard.text import plain
 from dashboard.data import FOLDER, data_folder_check, page_start, series_label, train_table
 from dashboard.volumes import default_spacing, display_volume, geometry_table, modified_time
-from pipeline.io.rsna import ERROR, findings_table
+from pipeline.io.rsna import ERROR
 from pipeline.labels import MODALITIES
 
 CT_WINDOWS = {"Angiography (W 600, L 200)": (-100.0, 500.0), "Brain (W 80, L 40)": (0.0, 80.0),
               "Bone (W 2000, L 500)": (-500.0, 1500.0)}
 NEAR_MM = 4.0  # a localizer is marked on slices within this distance
+REPORT_ROWS = 100  # findings of the data folder check shown on the page
 
 
 def overview(table) -> None:
@@ -106,8 +108,12 @@ def folder_check(folder: Path) -> None:
         return
     with st.expander(f"Data folder check: {errors} error(s), {len(findings) - errors} warning(s)",
                      expanded=bool(errors), icon=":material/error:" if errors else ":material/warning:"):
-        st.dataframe(findings_table(findings), hide_index=True, width="stretch",
-                     column_config={"Problem": st.column_config.TextColumn(width="large")})
+        for finding in findings[:REPORT_ROWS]:  # lines, not a table: the sentences wrap at any width
+            where = finding.file + ("" if finding.row is None else f", row {finding.row}")
+            colour = "red" if finding.severity == ERROR else "orange"
+            st.markdown(f":{colour}[**{finding.severity}**] · `{where}` · {plain(finding.message)}")
+        if len(findings) > REPORT_ROWS:
+            st.caption(f"The first {REPORT_ROWS} of {len(findings)} findings.")
         st.caption(f"Errors stop a build; warnings say what a build leaves out. The same report: "
                    f"`python -m pipeline validate {folder}`.")
 

@@ -320,25 +320,20 @@ def _evaluate_families(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from pipeline.io.rsna import ERROR, check_data_folder, findings_table
+    from pipeline.io.rsna import ERROR, FINDING_COLUMNS, check_data_folder, findings_table
 
     findings = check_data_folder(args.data)
     errors = sum(f.severity == ERROR for f in findings)
     if args.json:
         print(json.dumps([dataclasses.asdict(f) for f in findings]))
     elif findings:
-        with pd_display():
-            print(findings_table(findings).to_string(index=False))
+        rows = [FINDING_COLUMNS, *findings_table(findings).itertuples(index=False)]
+        widths = [max(len(row[k]) for row in rows) for k in range(3)]
+        for row in rows:  # left-aligned columns; the sentence last, whole
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
     print(f"{args.data}: {errors} error(s), {len(findings) - errors} warning(s)"
           + ("; a build can use it." if not errors else "; fix the errors before a build."), file=sys.stderr)
     return 2 if errors else 0
-
-
-def pd_display():
-    """Print whole table cells (a finding is a sentence)."""
-    import pandas as pd
-
-    return pd.option_context("display.max_colwidth", None, "display.width", 250, "display.max_rows", None)
 
 
 def _number(value) -> str:

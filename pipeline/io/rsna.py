@@ -63,6 +63,7 @@ class Finding:
 
 
 ERROR, WARNING = "error", "warning"
+FINDING_COLUMNS = ("Severity", "File", "Row", "Problem")
 TRAIN_COLUMNS = ("SeriesInstanceUID", "Modality", *LABEL_COLUMNS)
 
 
@@ -149,8 +150,8 @@ def check_data_folder(root: str | Path) -> list[Finding]:
     except IngestError as exc:
         return [Finding(ERROR, "train.csv", None, str(exc))]
     findings = train_findings(table)
-    listed = set(table["SeriesInstanceUID"])
-    positive = set(table["SeriesInstanceUID"][table[ANEURYSM_PRESENT] == "1"])
+    listed = {uid for uid in table["SeriesInstanceUID"] if is_uid(uid)}  # the others are errors already
+    positive = listed & set(table["SeriesInstanceUID"][table[ANEURYSM_PRESENT] == "1"])
     try:
         localizers, problems = read_localizers(root)
     except IngestError as exc:
@@ -165,7 +166,7 @@ def check_data_folder(root: str | Path) -> list[Finding]:
     for uid in sorted((set(localizers) & listed) - positive):
         findings.append(Finding(WARNING, "train_localizers.csv", None, f"Series {uid} has localizers but "
                                 "Aneurysm Present is not 1 in train.csv."))
-    findings += _series_findings(root, {uid for uid in listed if is_uid(uid)})
+    findings += _series_findings(root, listed)
     return sorted(findings, key=lambda f: f.severity != ERROR)
 
 
@@ -192,8 +193,8 @@ def _row_of(problem: str) -> int | None:
 
 def findings_table(findings: list[Finding]) -> pd.DataFrame:
     """The findings as the table the CLI prints and the Exploration page shows."""
-    return pd.DataFrame([{"Severity": f.severity, "File": f.file, "Row": "" if f.row is None else f.row,
-                          "Problem": f.message} for f in findings], columns=["Severity", "File", "Row", "Problem"])
+    return pd.DataFrame([(f.severity, f.file, "" if f.row is None else str(f.row), f.message) for f in findings],
+                        columns=list(FINDING_COLUMNS))
 
 
 def parse_coordinates(text: str) -> tuple[float, float, int]:
