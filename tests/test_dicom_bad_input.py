@@ -112,11 +112,12 @@ def test_messages_and_warnings_never_show_patient_fields(write, tmp_path):
             assert secret not in text
 
 
-def test_garbage_that_looks_like_dicom_does_not_crash(write):
-    folder, _, _ = write(n=3)
-    data = bytearray(next(folder.iterdir()).read_bytes())
+@pytest.mark.parametrize("modality, multiframe", [("CT", False), ("MR", False), ("MR", True), ("CT", True)])
+def test_garbage_that_looks_like_dicom_does_not_crash(write, modality, multiframe):
+    folder, _, _ = write(n=3, modality=modality, multiframe=multiframe)
+    data = bytearray(sorted(folder.iterdir())[0].read_bytes())
     rng = np.random.default_rng(1)
-    for _ in range(30):
+    for _ in range(100):
         corrupted = bytearray(data)
         for index in rng.integers(132, len(corrupted), size=20):
             corrupted[index] = int(rng.integers(0, 256))

@@ -451,6 +451,7 @@ def generate_series(plan: SeriesPlan, series_root: str) -> dict:
         patient_age=f"{plan.age:03d}Y",
         patient_sex=plan.sex[0],
         series_description=f"{plan.modality} phantom",
+        protocol=plan.modality,
     )
     paths = write_series(
         Path(series_root) / plan.series_uid, stored, geometry, header,

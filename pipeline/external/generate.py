@@ -193,7 +193,8 @@ def generate_external_series(plan: ExternalPlan, series_root: str) -> dict:
         patient_name=f"{FAKE_PATIENT_TOKEN}^EXTERNAL{plan.index:03d}",
         patient_id=f"{FAKE_PATIENT_TOKEN}-X{plan.seed}-{plan.index:04d}",
         patient_birth_date=f"{2026 - plan.age}0615", patient_age=f"{plan.age:03d}Y", patient_sex=plan.sex[0],
-        series_description=f"{plan.modality} external phantom", extra={"Manufacturer": "EXTERNAL PHANTOM WORKS"},
+        series_description=f"{plan.modality} external phantom", protocol=plan.modality,
+        extra={"Manufacturer": "EXTERNAL PHANTOM WORKS"},
     )
     syntax = RLELossless if plan.index % 3 == 0 else ExplicitVRLittleEndian
     paths = write_series(Path(series_root) / plan.series_uid, stored, geometry, header,

@@ -27,6 +27,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.valuerep import VR
 
 from pipeline.errors import IngestError
 from pipeline.volume import SourceImage, Volume, plane_of_normal
@@ -143,6 +144,7 @@ def _read(item: _Item) -> _File | None:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True, specific_tags=_TAG_NUMBERS)
                 if "SOPClassUID" not in ds and "Rows" not in ds:
                     return None
+            _drop_unreadable_elements(ds)
             return _File(item, ds, _pixel_data_offset(fp, ds))
     except (InvalidDicomError, EOFError):
         return None
@@ -150,6 +152,27 @@ def _read(item: _Item) -> _File | None:
         raise _FileProblem(f"{item.name} could not be read ({exc.strerror or exc}).") from None
     except Exception:  # pydicom raises many types on garbage; treat as not DICOM
         return None
+
+
+_KNOWN_VRS = {vr.value for vr in VR}
+
+
+def _drop_unreadable_elements(ds: Dataset) -> None:
+    """Remove the parsed elements whose value representation is garbage (a damaged file):
+    reading them would raise, and a missing element is something the reader already handles."""
+    for tag in list(ds.keys()):
+        element = ds.get_item(tag)
+        vr = element.VR if element is not None else None
+        if vr is not None and str(vr) not in _KNOWN_VRS:
+            del ds[tag]
+        elif vr == "SQ":  # functional groups: the items' elements too
+            try:
+                items = ds[tag].value
+            except Exception:
+                del ds[tag]
+                continue
+            for item in items:
+                _drop_unreadable_elements(item)
 
 
 def _pixel_data_offset(fp: BinaryIO, ds: Dataset) -> int | None:
@@ -185,7 +208,7 @@ def _read_all(items: list[_Item]) -> tuple[list[_File], list[str]]:
 
 
 def _positive(ds: Dataset, keyword: str) -> bool:
-    value = ds.get(keyword)
+    value = _header_value(ds, keyword)
     return isinstance(value, int) and value > 0
 
 
@@ -262,7 +285,7 @@ def _describe_group(uid: str, members: list[_File]) -> SeriesInfo:
         slice_spacing = float(np.median(steps)) if steps.size else None
     return SeriesInfo(
         series_uid=uid,
-        modality=str(first.get("Modality", "") or "unknown"),
+        modality=str(_header_value(first, "Modality") or "unknown"),
         n_files=len(members),
         n_images=sum(_n_frames(ds) for _, ds, _ in members),
         rows=rows,
@@ -315,6 +338,20 @@ def _n_frames(ds: Dataset) -> int:
         return max(1, int(ds.get("NumberOfFrames", 1) or 1))
     except (TypeError, ValueError):
         return 1
+
+
+def _header_value(ds: Dataset, keyword: str):
+    """A header value, converted; None when absent or unreadable (garbage VRs raise)."""
+    try:
+        return ds.get(keyword)
+    except Exception:
+        return None
+
+
+def _image_type(ds: Dataset) -> list[str]:
+    value = _header_value(ds, "ImageType") or []
+    return [str(v).upper() for v in (value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue"
+                                     else [value])]
 
 
 def _raw(ds: Dataset, keyword: str):
@@ -437,7 +474,7 @@ def _rescale(ds: Dataset, group: Dataset | None, shared: Dataset | None) -> tupl
 
 
 def _frames_of(file_index: int, ds: Dataset) -> list[_Frame | None]:
-    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    image_type = _image_type(ds)
     is_localizer = "LOCALIZER" in image_type
     try:
         instance = int(ds.get("InstanceNumber", 0) or 0)
@@ -484,10 +521,7 @@ def _volume_values(ds: Dataset, group: Dataset | None, shared: Dataset | None) -
                     value = items[0].get(inner)
                     break
         if value is None:
-            try:
-                value = ds.get(keyword)
-            except Exception:  # a malformed value tells no volume apart
-                value = None
+            value = _header_value(ds, keyword)  # a malformed value tells no volume apart
         if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
             value = "\\".join(f"{float(v):g}" if isinstance(v, (int, float)) else str(v) for v in value)
         elif isinstance(value, (int, float)):
@@ -722,7 +756,7 @@ def _stack_frames(members: list[_File], warnings: list[str]) -> list[_Frame]:
 
 def _refuse_mosaic(members: list[_File]) -> None:
     """A Siemens mosaic tiles a whole volume in each image: read as slices, it is garbage."""
-    mosaics = sum("MOSAIC" in [str(v).upper() for v in (ds.get("ImageType") or [])] for _, ds, _ in members)
+    mosaics = sum("MOSAIC" in _image_type(ds) for _, ds, _ in members)
     if mosaics:
         raise IngestError(f"The series is a Siemens mosaic ({mosaics} image(s), each tiling many slices in one "
                           "picture), which cannot be read as a volume: convert it to one image per slice first "
@@ -850,7 +884,7 @@ def _assemble(
     return Volume(
         array=array,
         affine=affine,
-        modality=str(first.get("Modality", "") or "unknown"),
+        modality=str(_header_value(first, "Modality") or "unknown"),
         series_uid=_series_uid(first),
         sources={(f.geometry.sop_uid, f.frame): f.geometry for f in frames},
         warnings=warnings,

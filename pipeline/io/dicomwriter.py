@@ -18,6 +18,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
+from pipeline.io.iod import (add_common_modules, add_ct_image, add_enhanced_image, add_mr_image, frame_content,
+                             protocol_of, shared_acquisition_groups)
+
 SOP_CLASSES = {
     ("CT", False): "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
     ("MR", False): "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
@@ -83,6 +86,7 @@ class SeriesHeader:
     patient_age: str = "050Y"
     patient_sex: str = "O"
     series_description: str = "Synthetic phantom"
+    protocol: str = "MRI T1post"  # for MR: the acquisition recorded (`pipeline.io.iod.protocol_of`)
     extra: dict = field(default_factory=dict)
 
 
@@ -133,7 +137,7 @@ def write_series(
     if multiframe:
         sop = derived_uid(seed, series_uid, "multiframe")
         ds = _base_dataset(header, sop, series_uid, study_uid, pixels, True, transfer_syntax)
-        _add_functional_groups(ds, geometry, slopes, intercepts, per_frame_geometry)
+        _add_functional_groups(ds, geometry, slopes, intercepts, per_frame_geometry, header)
         _set_pixels(ds, pixels, transfer_syntax)
         return [_save(ds, folder / f"{sop}.dcm")]
 
@@ -196,13 +200,21 @@ def _base_dataset(
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 1 if pixels.dtype == np.int16 else 0
+    add_common_modules(ds)
+    if multiframe:
+        add_enhanced_image(ds, modality, protocol_of(header.protocol))
+    elif modality == "MR":
+        add_mr_image(ds, protocol_of(header.protocol))
+    else:
+        add_ct_image(ds)
     for keyword, value in header.extra.items():
         setattr(ds, keyword, value)
     return ds
 
 
 def _add_functional_groups(
-    ds: Dataset, geometry: SeriesGeometry, slopes: np.ndarray, intercepts: np.ndarray, per_frame_geometry: bool
+    ds: Dataset, geometry: SeriesGeometry, slopes: np.ndarray, intercepts: np.ndarray, per_frame_geometry: bool,
+    header: SeriesHeader,
 ) -> None:
     n = len(geometry.positions)
     ds.NumberOfFrames = n
@@ -215,6 +227,11 @@ def _add_functional_groups(
     shared = Dataset()
     shared.PixelMeasuresSequence = DicomSequence([measures])
     shared.PlaneOrientationSequence = DicomSequence([orientation])
+    acquisition = shared_acquisition_groups(header.modality, protocol_of(header.protocol),
+                                            (n, int(ds.Rows), int(ds.Columns)), geometry.pixel_spacing,
+                                            geometry.positions.mean(axis=0))
+    for keyword, value in acquisition.items():
+        setattr(shared, keyword, value)
     uniform_rescale = np.all(slopes == slopes[0]) and np.all(intercepts == intercepts[0])
     if uniform_rescale:
         shared.PixelValueTransformationSequence = DicomSequence([_rescale_item(slopes[0], intercepts[0])])
@@ -224,9 +241,7 @@ def _add_functional_groups(
     frames = []
     for k in range(n):
         group = Dataset()
-        content = Dataset()
-        content.InStackPositionNumber = k + 1
-        group.FrameContentSequence = DicomSequence([content])
+        group.FrameContentSequence = DicomSequence([frame_content(k)])
         if per_frame_geometry:
             position = Dataset()
             position.ImagePositionPatient = _ds_values(geometry.positions[k])
