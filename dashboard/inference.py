@@ -22,6 +22,7 @@ from pipeline.errors import IngestError
 from pipeline.runs import SETTLED, RunFolder, headline, list_runs, score_rows
 from pipeline.inference.predictor import Prediction, Predictor, SHIPPED_MODEL
 from pipeline.io.archive import read_source
+from pipeline.io.nifti import is_nifti, load_nifti
 from dashboard.figures import TRUTH
 from pipeline.labels import LABEL_COLUMNS
 from pipeline.io.rsna import read_localizers
@@ -199,6 +200,19 @@ def files_to_sources(files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     return sources
 
 
+def nifti_in(sources: list[tuple[str, bytes]]) -> str | None:
+    """A description of the NIfTI image an upload is (None when it is not one).
+
+    Raises:
+        IngestError: it is a NIfTI file that cannot be read (refused before any Run button).
+    """
+    if not is_nifti(sources):
+        return None
+    volume = load_nifti(sources, "MR")  # reads and checks it; the modality is asked afterwards
+    return (f"{sources[0][0]}: NIfTI image of {' x '.join(map(str, volume.shape[::-1]))} voxels (i, j, k) of "
+            f"{' x '.join(f'{s:.2f}' for s in volume.spacing[::-1])} mm, {volume.info['plane']}")
+
+
 def series_in(sources: list[tuple[str, bytes]]) -> list[SeriesInfo]:
     """The series of an upload (headers only), largest first; an error if it holds none."""
     found = scan(sources)
@@ -229,12 +243,13 @@ def remember(key: tuple, prediction: Prediction, truth: dict | None, model: Mode
 
 
 def score(key: tuple, model: Model, loaded: Predictor, source, series_uid: str | None,
-          data_row: tuple | None) -> tuple[dict | None, tuple[str, str] | None]:
+          data_row: tuple | None, modality: str | None = None) -> tuple[dict | None, tuple[str, str] | None]:
     """Score a series and keep the result under ``key`` (with the ground truth when
     ``data_row`` = (data root, train.csv row)); returns (result, None), or (None, (title,
-    message)) for a series that cannot be read or scored: never an exception."""
+    message)) for a series that cannot be read or scored: never an exception. ``modality``:
+    that of a NIfTI image."""
     try:
-        prediction = loaded.predict(source, series_uid=series_uid)
+        prediction = loaded.predict(source, series_uid=series_uid, modality=modality)
     except IngestError as exc:
         return None, ("The series cannot be read", str(exc))
     except Exception as exc:  # never a traceback on the page
@@ -258,17 +273,19 @@ def shown() -> dict | None:
     return recalled(st.session_state.get("infer_shown"))
 
 
-def upload_contents(files) -> tuple[list[tuple[str, bytes]], list]:
-    """The upload as an in-memory source and its series, worked out once per upload (kept in
-    the session, so reruns neither unzip nor scan again)."""
+def upload_contents(files) -> tuple[list[tuple[str, bytes]], list, str | None]:
+    """The upload as an in-memory source, its DICOM series, or the description of the NIfTI
+    image it is; worked out once per upload (kept in the session, so reruns neither unzip
+    nor scan again)."""
     fingerprint = tuple(f.file_id for f in files)
     kept = st.session_state.get("infer_upload")
     if kept is None or kept[0] != fingerprint:
         check_upload([f.size for f in files])  # before any byte is read
         sources = files_to_sources([(f.name, f.getvalue()) for f in files])
-        kept = (fingerprint, sources, series_in(sources))
+        nifti = nifti_in(sources)
+        kept = (fingerprint, sources, [] if nifti else series_in(sources), nifti)
         st.session_state["infer_upload"] = kept
-    return kept[1], kept[2]
+    return kept[1], kept[2], kept[3]
 
 
 def focus(result: dict) -> None:
@@ -311,8 +328,9 @@ def candidate_table(prediction) -> pd.DataFrame:
         "Location probability": c["location_probability"],
         "Position (mm, LPS)": ", ".join(f"{v:.1f}" for v in c["position_mm"]),
         "Voxel (z, y, x)": ", ".join(f"{v:.0f}" for v in c["voxel"]),
-        "Frame": c["frame"], "x": c["coordinates"]["x"], "y": c["coordinates"]["y"],
-        "SOPInstanceUID": c["SOPInstanceUID"],
+        **({"Frame": c["frame"], "x": c["coordinates"]["x"], "y": c["coordinates"]["y"],
+            "SOPInstanceUID": c["SOPInstanceUID"]} if c["SOPInstanceUID"] else
+           {"NIfTI voxel (i, j, k)": ", ".join(f"{v:.0f}" for v in c["nifti_voxel"])}),
     } for i, c in enumerate(prediction.candidates)])
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 from pipeline.data import PROJECT_ROOT
 from pipeline.dataset.store import DATASET_FILES, dataset_files
 from pipeline.model.config import ModelConfig
-from pipeline.runs import EXTERNAL, OTHER, RUNNING, SETTLED, STARTING, RunFolder, score_rows
+from pipeline.runs import EXTERNAL, FROC_COLUMN, OTHER, RUNNING, SETTLED, STARTING, RunFolder, score_rows
 from pipeline.training.config import TrainConfig
 
 LIVE = (RUNNING, STARTING)  # states in which a run's page view refreshes itself
@@ -93,7 +93,7 @@ def evaluate(run: RunFolder, data_root: Path) -> tuple[int, str]:
     return result.returncode, lines[-1] if lines else ""
 
 
-SCORE_COLUMNS = ("final score", "Aneurysm Present AUC", "mean Aneurysm Present of negatives")
+SCORE_COLUMNS = ("final score", "Aneurysm Present AUC", "mean Aneurysm Present of negatives", FROC_COLUMN)
 
 
 def family_table(run: RunFolder) -> tuple[pd.DataFrame, bool]:
@@ -109,5 +109,6 @@ def modality_table(run: RunFolder) -> pd.DataFrame:
     keys = {"series": "series", "final score": "final_score", "Aneurysm Present AUC": "aneurysm_present_auc",
             "mean Aneurysm Present of negatives": "negative_mean_present"}
     return pd.DataFrame([{"test set": row["test set"], "modality": modality,
-                          **{column: part.get(key) for column, key in keys.items()}}
+                          **{column: part.get(key) for column, key in keys.items()},
+                          FROC_COLUMN: (part.get("froc_sensitivity") or {}).get("1")}
                          for row in score_rows(run) for modality, part in row["per modality"].items()])

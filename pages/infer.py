@@ -14,7 +14,7 @@ from dashboard.text import plain
 from pipeline.data import is_demo
 from pipeline.errors import IngestError
 from pipeline.inference.predictor import Predictor
-from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS
+from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MODALITIES
 
 NEAR_MM = 4.0  # a point is marked on slices within this distance
 WINDOW = (0.0, 1.0)  # the processed volume is normalised to [0, 1] for every modality
@@ -75,7 +75,8 @@ def upload_input(loaded: Predictor, model: infer.Model) -> None:
                       label_visibility="collapsed") == "A folder"
     generation = st.session_state.get("infer_uploader", 0)  # a new uploader after a refusal
     cap = infer.MAX_UPLOAD_BYTES >> 20  # the browser refuses a single file above it before sending it
-    files = st.file_uploader("The DICOM files of a series, or a .zip of them", accept_multiple_files=True,
+    files = st.file_uploader("The DICOM files of a series, a .zip of them, or a NIfTI image (.nii, .nii.gz)",
+                             accept_multiple_files=True,
                              key=f"infer_upload_files_{generation}", max_upload_size=cap) if not folder else \
         st.file_uploader("A folder of DICOM files", accept_multiple_files="directory",
                          key=f"infer_upload_folder_{generation}", max_upload_size=cap)
@@ -87,11 +88,20 @@ def upload_input(loaded: Predictor, model: infer.Model) -> None:
         st.session_state.pop("infer_upload", None)  # let the bytes of a removed upload go
         return
     try:
-        sources, series = infer.upload_contents(files)
+        sources, series, nifti = infer.upload_contents(files)
     except IngestError as exc:
         infer.release_upload(files)
         st.session_state["infer_upload_refused"] = f"{plain(exc)} The upload was let go: choose other files."
         st.rerun()
+    fingerprint = tuple((f.name, f.size) for f in files)
+    if nifti:  # its header does not say what it is
+        st.text(nifti)
+        modality = st.selectbox("Modality of this NIfTI image (its header does not say)", MODALITIES,
+                                index=MODALITIES.index("MRA"), key="infer_upload_modality")
+        if st.button("Run the model on this series", type="primary", key="infer_run_upload"):
+            run(("upload", sources[0][0], infer.model_key(model.path), fingerprint, modality), model, loaded, sources,
+                None, None, modality)
+        return
     if len(series) > 1:
         chosen = st.selectbox(f"This upload holds {len(series)} series: choose one", series,
                               format_func=lambda s: s.describe(), key="infer_upload_series")
@@ -99,7 +109,6 @@ def upload_input(loaded: Predictor, model: infer.Model) -> None:
         chosen = series[0]
         st.text(chosen.describe())
     if st.button("Run the model on this series", type="primary", key="infer_run_upload"):
-        fingerprint = tuple((f.name, f.size) for f in files)
         run(("upload", chosen.series_uid, infer.model_key(model.path), fingerprint), model, loaded, sources,
             chosen.series_uid, None)
 
@@ -109,11 +118,11 @@ def upload_input(loaded: Predictor, model: infer.Model) -> None:
 
 
 def run(key: tuple, model: infer.Model, loaded: Predictor, source, series_uid: str | None,
-        data_row: tuple | None) -> None:
+        data_row: tuple | None, modality: str | None = None) -> None:
     """Score a series (unless this session already did with this model) and show it."""
     if infer.recalled(key) is None:
         with st.status("Reading, preprocessing and scoring the series...", expanded=True) as status:
-            result, failure = infer.score(key, model, loaded, source, series_uid, data_row)
+            result, failure = infer.score(key, model, loaded, source, series_uid, data_row, modality)
             if result is None:
                 status.update(label=failure[0], state="error")
                 st.error(plain(failure[1]), icon=":material/error:")

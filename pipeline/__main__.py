@@ -24,8 +24,11 @@ def _scan(args: argparse.Namespace) -> int:
                           "skipped": result.skipped}))
         return 0
     if not result.series:
-        print("No DICOM image series found.", file=sys.stderr)
-        return 2
+        from pipeline.io.nifti import is_nifti
+
+        hint = " (a NIfTI image: describe or score it with inspect or predict and --modality)" \
+            if is_nifti(args.path) else ""
+        return _error(f"No DICOM image series found{hint}.")
     for series in result.series:
         print(series.describe())
     if result.skipped:
@@ -34,11 +37,11 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from pipeline.io.dicom import load_series
+    from pipeline.io.image import read_image
     from pipeline.preprocess.transforms import preprocess
 
     start = time.perf_counter()
-    volume = load_series(args.path, series_uid=args.series)
+    volume = read_image(args.path, series_uid=args.series, modality=args.modality)
     read = time.perf_counter()
     processed = preprocess(volume)
     done = time.perf_counter()
@@ -259,7 +262,11 @@ def _predict(args: argparse.Namespace) -> int:
         predictor = Predictor(args.model, flip=args.flip)
     except (FileNotFoundError, RuntimeError, KeyError, ValueError) as exc:
         return _error(f"the model could not be loaded: {str(exc).splitlines()[0]}")
-    prediction = predictor.predict(args.path, series_uid=args.series)
+    prediction = predictor.predict(args.path, series_uid=args.series, modality=args.modality)
+    if args.heatmap:
+        from pipeline.io.nifti import save_nifti
+
+        save_nifti(args.heatmap, prediction.heatmap_on_volume(), prediction.volume.affine)
     if args.json:
         print(json.dumps(prediction.to_json()))
         return 0
@@ -267,8 +274,10 @@ def _predict(args: argparse.Namespace) -> int:
     for name, value in prediction.probabilities.items():
         print(f"{value:8.3f}  {name}")
     for rank, candidate in enumerate(prediction.candidates, start=1):
+        where = (f"image {candidate['SOPInstanceUID']} {candidate['coordinates']}" if candidate["SOPInstanceUID"]
+                 else f"voxel (i, j, k) {candidate['nifti_voxel']} of the NIfTI file")
         print(f"candidate {rank}: p={candidate['probability']:.3f} {candidate['location']} at "
-              f"{candidate['position_mm']} mm, image {candidate['SOPInstanceUID']} {candidate['coordinates']}")
+              f"{candidate['position_mm']} mm (LPS), {where}")
     print("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in prediction.timings.items()))
     for warning in prediction.warnings:
         print(f"warning: {warning}")
@@ -341,9 +350,15 @@ def _number(value) -> str:
 
 
 def _figures(result: dict) -> str:
+    sensitivity = result.get("froc", {}).get("sensitivity") or result.get("froc_sensitivity") or {}
+    froc = ", ".join(f"{_number(value)} at {rate}" for rate, value in sensitivity.items())
     return (f"final score {_number(result['final_score'])}, Aneurysm Present AUC {_number(result['aneurysm_present_auc'])}, "
             f"mean Aneurysm Present of negatives {_number(result['negative_mean_present'])} "
-            f"/ of positives {_number(result['positive_mean_present'])}")
+            f"/ of positives {_number(result['positive_mean_present'])}"
+            + (f"; FROC sensitivity {froc} false positives per case" if froc else ""))
+
+
+MODALITY_HELP = "CT or MR (or CTA, MRA, MRI T2, MRI T1post): needed for a NIfTI image, whose header does not say"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,8 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.set_defaults(handler=_scan)
 
     inspect = commands.add_parser("inspect", help="read one series, preprocess it and describe the result")
-    inspect.add_argument("path")
+    inspect.add_argument("path", help="a DICOM folder, file or .zip, or a NIfTI image (.nii, .nii.gz)")
     inspect.add_argument("--series", help="SeriesInstanceUID, when the path holds several series")
+    inspect.add_argument("--modality", help=MODALITY_HELP)
     inspect.add_argument("--json", action="store_true", help="one JSON object on standard output")
     inspect.set_defaults(handler=_inspect)
 
@@ -429,8 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help=f"split, initialisation and batches (default {train_defaults.seed})")
     train.set_defaults(handler=_train)
 
-    predict = commands.add_parser("predict", help="the 14 RSNA probabilities of one series (folder, files or .zip)")
-    predict.add_argument("path")
+    predict = commands.add_parser("predict", help="the 14 RSNA probabilities of one series (folder, files or .zip) "
+                                                  "or NIfTI image")
+    predict.add_argument("path", help="a DICOM folder, file or .zip, or a NIfTI image (.nii, .nii.gz)")
+    predict.add_argument("--modality", help=MODALITY_HELP)
+    predict.add_argument("--heatmap", metavar="OUT.nii.gz", help="also write the heatmap on the processed volume as "
+                                                                  "NIfTI (it overlays the image in 3D Slicer or ITK)")
     predict.add_argument("--model", help="checkpoint (default: the shipped demo model)")
     predict.add_argument("--series", help="SeriesInstanceUID, when the path holds several series")
     predict.add_argument("--no-flip", dest="flip", action="store_false",

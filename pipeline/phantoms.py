@@ -51,9 +51,7 @@ class PhantomSummary:
     per_modality: dict[str, int] = field(default_factory=dict)
 
 
-def read_family(root: str | os.PathLike) -> dict | None:
-    """The family record of a phantom folder (``family``, ``shift``, ``seed``, ...), without its
-    per-series ground truth; None for a folder that is not a phantom dataset."""
+def _read_manifest(root: str | os.PathLike) -> dict | None:
     path = Path(root) / MANIFEST
     if not path.is_file():
         return None
@@ -61,7 +59,27 @@ def read_family(root: str | os.PathLike) -> dict | None:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if not isinstance(manifest, dict):
+    return manifest if isinstance(manifest, dict) else None
+
+
+def aneurysm_diameters(root: str | os.PathLike) -> dict[str, dict[str, list[float]]]:
+    """The diameter (mm) of each aneurysm of a phantom folder, by series and location, in the
+    order of its localizers; empty for a folder that is not a phantom dataset."""
+    manifest = _read_manifest(root) or {}
+    sizes: dict[str, dict[str, list[float]]] = {}
+    for uid, entry in (manifest.get("series") or {}).items():
+        for aneurysm in (entry.get("aneurysms") or []) if isinstance(entry, dict) else []:
+            if isinstance(aneurysm, dict) and isinstance(aneurysm.get("diameter_mm"), (int, float)):
+                sizes.setdefault(uid, {}).setdefault(str(aneurysm.get("location")), []).append(
+                    float(aneurysm["diameter_mm"]))
+    return sizes
+
+
+def read_family(root: str | os.PathLike) -> dict | None:
+    """The family record of a phantom folder (``family``, ``shift``, ``seed``, ...), without its
+    per-series ground truth; None for a folder that is not a phantom dataset."""
+    manifest = _read_manifest(root)
+    if manifest is None:
         return None
     record = {key: value for key, value in manifest.items() if key != "series"}
     record.setdefault("family", "demo" if manifest.get("generator") == "pipeline.demo" else "unknown")

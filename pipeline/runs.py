@@ -210,6 +210,9 @@ class RunFolder:
 IN_FAMILY, SHIFTED, EXTERNAL, OTHER = "in family", "shifted demo", "external family", "other data"
 
 
+FROC_COLUMN = "FROC sensitivity at 1 FP per case"
+
+
 def set_kind(name: str) -> str:
     """What a test set measures: in-family fit (the demo family), robustness to one controlled
     shift of it, or transfer (the external family, other data)."""
@@ -232,6 +235,7 @@ def score_rows(run: RunFolder) -> list[dict]:
                      "series": result.get("series"), "final score": result.get("final_score"),
                      "Aneurysm Present AUC": result.get("aneurysm_present_auc"),
                      "mean Aneurysm Present of negatives": result.get("negative_mean_present"),
+                     FROC_COLUMN: (result.get("froc") or {}).get("sensitivity", {}).get("1"),
                      "per modality": result.get("per_modality", {})})
     return rows
 

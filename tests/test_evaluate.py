@@ -43,3 +43,26 @@ def _positives(root) -> set[str]:
 
     table = pd.read_csv(root / "train.csv", dtype={"SeriesInstanceUID": str})
     return set(table.SeriesInstanceUID[table["Aneurysm Present"] == 1])
+
+
+def test_the_evaluation_holds_the_froc_of_its_positive_series(built, trained, tmp_path):
+    from pipeline.io.rsna import read_localizers
+
+    import shutil
+
+    root, run = built[0], tmp_path / "run"
+    shutil.copytree(trained, run)  # the session's run stays as it was for the other tests
+    unseen = unseen_dataset(root, run, tmp_path / "unseen")
+    (unseen / "demo_manifest.json").write_text((root / "demo_manifest.json").read_text())  # the sizes of its aneurysms
+    result = evaluate_run(run, unseen, test_set=True)
+    froc = result["froc"]
+    localizers, _ = read_localizers(unseen)
+    held_out = {r["series_uid"] for r in result["predictions"]}
+    assert froc["cases"] == result["series"]
+    assert froc["aneurysms"] == sum(len(localizers.get(uid, [])) for uid in held_out)
+    assert set(froc["sensitivity"]) == {"0.25", "0.5", "1", "2"}
+    values = [froc["sensitivity"][k] for k in ("0.25", "0.5", "1", "2")]
+    if froc["aneurysms"]:
+        assert all(0.0 <= v <= 1.0 for v in values) and values == sorted(values)  # never less with more FPs
+    assert "half the aneurysm's diameter" in froc["hit_radius"]
+    assert all("froc_sensitivity" in part for part in result["per_modality"].values())

@@ -41,3 +41,21 @@ def test_rsna_score_leaves_out_undefined_columns():
     assert score["locations_defined"] == 2
     assert score["location_auc_mean"] == pytest.approx(0.5)
     assert score["final_score"] == pytest.approx(0.5 * (1.0 + 0.5))
+
+
+def test_froc_counts_hits_within_the_radius_and_false_positives_per_case():
+    from pipeline.metrics import froc
+
+    aneurysms = [[((0, 0, 0), 3.0), ((40, 0, 0), 2.0)], [], [((0, 0, 0), 5.0)]]
+    candidates = [
+        [((1, 1, 1), 0.9), ((10, 0, 0), 0.8), ((39, 0, 1.5), 0.3), ((0.5, 0, 0), 0.95)],  # a double hit at 0.9/0.95
+        [((5, 5, 5), 0.7)],
+        [((0, 6, 0), 0.85), ((3, 3, 0), 0.4)],  # 6 mm away: a miss; 4.2 mm: a hit
+    ]
+    result = froc(candidates, aneurysms)
+    assert result["cases"] == 3 and result["aneurysms"] == 3
+    # thresholds: 0.95 hit (1/3), 0.9 double hit, 0.85 FP, 0.8 FP, 0.7 FP, 0.4 hit (2/3), 0.3 hit (3/3)
+    assert result["sensitivity"] == {"0.25": pytest.approx(1 / 3), "0.5": pytest.approx(1 / 3),
+                                     "1": pytest.approx(1.0), "2": pytest.approx(1.0)}
+    assert result["curve"]["false_positives_per_case"][-1] == pytest.approx(1.0)
+    assert froc([[((0, 0, 0), 0.5)]], [[]])["sensitivity"]["1"] is None  # no aneurysm: undefined

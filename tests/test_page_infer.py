@@ -179,3 +179,33 @@ def test_the_server_refuses_upload_files_beyond_the_sessions_cap_as_they_arrive(
     upload("b", "1", 6)  # another session has its own allowance
     assert [f.file_id for f in manager.get_files("a", ["1", "2"])] == ["1"]
     assert manager.get_stats()["cache_memory_bytes"][0].byte_length == (9 + 6) << 20
+
+
+def test_a_nifti_upload_is_scored_after_its_modality_is_named(monkeypatch, tmp_path, demo, trained):
+    from pipeline.io.dicom import load_series
+    from pipeline.io.nifti import save_nifti
+
+    table = pd.read_csv(demo[0] / "train.csv", dtype={"SeriesInstanceUID": str})
+    uid = table.loc[table.Modality == "MRA", "SeriesInstanceUID"].iloc[0]
+    volume = load_series(demo[0] / "series" / uid)
+    nifti = save_nifti(tmp_path / "tof.nii.gz", volume.array, volume.affine)
+    app = open_page(monkeypatch, tmp_path, demo, trained / "best.pt")
+    app.file_uploader(key="infer_upload_files_0").set_value(("tof.nii.gz", nifti.read_bytes(),
+                                                             "application/gzip")).run()
+    assert not app.exception and not app.error
+    assert any("NIfTI image of" in t.value for t in app.text)
+    assert app.selectbox(key="infer_upload_modality").value == "MRA"
+    app.button(key="infer_run_upload").click().run()
+    assert not app.exception and not app.error
+    candidates = table_with(app, "Location probability")
+    assert "NIfTI voxel (i, j, k)" in candidates.columns and "SOPInstanceUID" not in candidates.columns
+    assert table_with(app, "Probability")["Probability"].between(0, 1).all()
+
+
+def test_a_damaged_nifti_upload_is_refused_before_any_run_button(monkeypatch, tmp_path, demo, trained):
+    app = open_page(monkeypatch, tmp_path, demo, trained / "best.pt")
+    app.file_uploader(key="infer_upload_files_0").set_value(("bad.nii.gz", b"\x1f\x8b" + b"junk" * 50,
+                                                             "application/gzip")).run()
+    assert not app.exception
+    assert plain("bad.nii.gz is not a readable NIfTI image") in app.error[0].value
+    assert not [b for b in app.button if b.key == "infer_run_upload"]

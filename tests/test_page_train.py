@@ -48,6 +48,9 @@ def test_a_run_scored_on_a_test_set_shows_every_score_by_family(monkeypatch, dem
     assert table["measures"].tolist() == ["in family", "other data"]
     assert table["series"].tolist() == [held_out["series"], test["series"]]
     assert table["final score"].tolist() == pytest.approx([held_out["final_score"], test["final_score"]], nan_ok=True)
+    froc = [float("nan") if r["froc"]["sensitivity"]["1"] is None else r["froc"]["sensitivity"]["1"]
+            for r in (held_out, test)]
+    assert table["FROC sensitivity at 1 FP per case"].tolist() == pytest.approx(froc, nan_ok=True)
     assert not any("Only in-family figures" in c.value for c in app.caption)  # other data measures transfer
 
 

@@ -4,7 +4,9 @@
 run's split with the inference path (`pipeline.inference.predictor`) using the run's ``best.pt``, and
 writes ``evaluation.json``: per-column AUCs, the final score (columns with one class are
 undefined, not 0.5), ROC curve data of ``Aneurysm Present``, a calibration table, the
-cube-level validation AUC of the best epoch, and each series' probabilities.
+cube-level validation AUC of the best epoch, each series' probabilities, and the FROC of
+the detection challenges (sensitivity at 0.25, 0.5, 1 and 2 false positives per case; a
+candidate finds an aneurysm within its radius of the localizer).
 
 With ``--test-set DIR`` every series of another dataset (one the run never saw) is scored
 instead and the result goes to ``test_sets/<name>.json`` of the run, named after the
@@ -26,11 +28,16 @@ import numpy as np
 
 from pipeline.errors import IngestError
 from pipeline.inference.predictor import Predictor
-from pipeline.io.rsna import read_train
+from pipeline.io.rsna import read_localizers, read_train
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS
-from pipeline.metrics import roc_auc, roc_curve, rsna_score
-from pipeline.phantoms import family_label, read_family
+from pipeline.metrics import froc, roc_auc, roc_curve, rsna_score
+from pipeline.phantoms import aneurysm_diameters, family_label, read_family
 from pipeline.runs import RunFolder
+
+#: How near a candidate must be to a localizer to find its aneurysm when the aneurysm's size
+#: is unknown (RSNA localizers are points without a size): the radius of a 10 mm aneurysm, a
+#: documented choice.
+DEFAULT_HIT_RADIUS_MM = 5.0
 
 
 def calibration_table(labels: np.ndarray, scores: np.ndarray, bins: int = 5) -> list[dict]:
@@ -60,13 +67,18 @@ def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: boo
     else:
         series = [uid for uid in split["validation"] if uid in table.index]
     predictor = Predictor(folder.best, flip=flip)
+    localizers, _ = read_localizers(data_root)
+    diameters = aneurysm_diameters(data_root)
     rows, skipped, start = [], {}, time.perf_counter()
     for done, uid in enumerate(series, start=1):
         try:
             prediction = predictor.predict(data_root / "series" / uid)
             rows.append({"series_uid": uid, "modality": str(table.loc[uid, "Modality"]),
                          **{name: prediction.probabilities[name] for name in LABEL_COLUMNS},
-                         "seconds": prediction.timings["total"]})
+                         "seconds": prediction.timings["total"],
+                         "candidates": [(c["position_mm"], c["probability"]) for c in prediction.candidates],
+                         "aneurysms": aneurysm_spheres(prediction.volume, localizers.get(uid, []),
+                                                       diameters.get(uid, {}))})
         except IngestError as exc:
             skipped[uid] = str(exc)
         if progress:
@@ -80,11 +92,13 @@ def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: boo
         "series": len(rows), "skipped": skipped, "flip": flip,
         "series_set": f"every series of {data_root}" if test_set else "the run's held-out series",
         **summary_figures(truth, predicted),
+        "froc": froc_figures(rows),
         "per_modality": per_modality(rows, truth, predicted),
         "roc": roc_curve(truth[ANEURYSM_PRESENT], predicted[ANEURYSM_PRESENT]),
         "calibration": calibration_table(truth[ANEURYSM_PRESENT], predicted[ANEURYSM_PRESENT]),
         "cube_validation_auc": predictor.meta.validation_auc, "best_epoch": predictor.meta.epoch,
-        "predictions": rows, "seconds": round(time.perf_counter() - start, 2),
+        "predictions": [{k: v for k, v in r.items() if k not in ("candidates", "aneurysms")} for r in rows],
+        "seconds": round(time.perf_counter() - start, 2),
     }
     if test_set:
         result.update(test_set=family_label(family, data_root), family=family)
@@ -92,6 +106,29 @@ def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: boo
     else:
         folder.write_evaluation(result)
     return result
+
+
+def aneurysm_spheres(volume, localizers: list, diameters: dict[str, list[float]]) -> list[tuple[list[float], float]]:
+    """(centre mm, hit radius mm) of each localizer of a series: half the aneurysm's diameter
+    where the phantom manifest records it, else `DEFAULT_HIT_RADIUS_MM`."""
+    spheres, used = [], {}
+    for localizer in localizers:
+        try:
+            centre = volume.voxel_to_patient(volume.source_to_voxel(localizer.sop_uid, localizer.x, localizer.y,
+                                                                    localizer.frame))
+        except IngestError:  # a localizer on an image the series does not hold
+            continue
+        known = diameters.get(localizer.location, [])
+        index = used[localizer.location] = used.get(localizer.location, -1) + 1
+        radius = known[index] / 2 if index < len(known) else DEFAULT_HIT_RADIUS_MM
+        spheres.append(([float(v) for v in centre], float(radius)))
+    return spheres
+
+
+def froc_figures(rows: list[dict]) -> dict:
+    """`pipeline.metrics.froc` of the series' candidates against their aneurysms."""
+    result = froc([r["candidates"] for r in rows], [r["aneurysms"] for r in rows])
+    return {**result, "hit_radius": f"half the aneurysm's diameter where known, else {DEFAULT_HIT_RADIUS_MM:g} mm"}
 
 
 def summary_figures(truth: dict[str, np.ndarray], predicted: dict[str, np.ndarray]) -> dict:
@@ -114,5 +151,6 @@ def per_modality(rows: list[dict], truth: dict[str, np.ndarray], predicted: dict
         table[modality] = {"series": int(keep.sum()), "final_score": score["final_score"],
                            "aneurysm_present_auc": roc_auc(part_truth[ANEURYSM_PRESENT], part_predicted[ANEURYSM_PRESENT]),
                            "location_auc_mean": score["location_auc_mean"],
-                           **summary_figures(part_truth, part_predicted)}
+                           **summary_figures(part_truth, part_predicted),
+                           "froc_sensitivity": froc_figures([r for r, k in zip(rows, keep) if k])["sensitivity"]}
     return table

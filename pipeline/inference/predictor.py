@@ -38,8 +38,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from pipeline.io.archive import read_source
-from pipeline.io.dicom import DEFAULT_MAX_VOXELS, load_series
+from pipeline.io.dicom import DEFAULT_MAX_VOXELS
+from pipeline.io.image import read_image
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MIRROR_PERMUTATION
 from pipeline.model.checkpoint import TrainedModel, load_checkpoint
 from pipeline.model.config import CENTRE_REACH, INPUT_MULTIPLE, OUTPUT_STRIDE
@@ -115,14 +115,16 @@ class Predictor:
         self.prior = trained.meta.location_prior
         self.flip = flip
 
-    def predict(self, source, series_uid: str | None = None, max_voxels: int = DEFAULT_MAX_VOXELS) -> Prediction:
+    def predict(self, source, series_uid: str | None = None, max_voxels: int = DEFAULT_MAX_VOXELS,
+                modality: str | None = None) -> Prediction:
         """Read, preprocess and score one series.
 
         Args:
-            source: a folder, a file, a list of files or of ``(name, bytes)`` pairs, or a
-                ``.zip`` (path or bytes): see `pipeline.io.dicom.load_series`.
+            source: a DICOM folder, a file, a list of files or of ``(name, bytes)`` pairs, a
+                ``.zip`` (path or bytes), or a NIfTI image: see `pipeline.io.image.read_image`.
             series_uid: which series, when ``source`` holds several.
             max_voxels: refuse larger series (memory).
+            modality: "CT" or "MR" for a NIfTI image (its header does not say).
 
         Returns:
             The 14 probabilities, candidates, heatmap, processed volume and timings.
@@ -132,7 +134,7 @@ class Predictor:
         """
         timings = {}
         start = time.perf_counter()
-        volume = load_series(read_source(source), series_uid=series_uid, max_voxels=max_voxels)
+        volume = read_image(source, series_uid=series_uid, modality=modality, max_voxels=max_voxels)
         timings["read"] = time.perf_counter() - start
         processed = preprocess(volume, self.preprocess)
         timings["preprocess"] = time.perf_counter() - start - timings["read"]
@@ -254,7 +256,6 @@ def _candidates(volume: Volume, scores: np.ndarray, location: np.ndarray, peaks:
             continue
         kept.append(voxel)
         patient = volume.voxel_to_patient(voxel)
-        sop, frame, x, y = volume.voxel_to_source(voxel)
         probabilities = location[(slice(None), *index)]
         best = int(np.argmax(probabilities))
         found.append({
@@ -263,13 +264,24 @@ def _candidates(volume: Volume, scores: np.ndarray, location: np.ndarray, peaks:
             "location_probability": round(float(probabilities[best]), 6),
             "position_mm": [round(float(v), 2) for v in patient],
             "voxel": [round(float(v), 2) for v in voxel],
-            "SOPInstanceUID": sop,
-            "frame": int(frame),
-            "coordinates": {"x": round(float(x), 2), "y": round(float(y), 2), **({"f": int(frame)} if frame else {})},
+            **_in_source(volume, voxel, patient),
         })
         if len(found) == top:
             break
     return found
+
+
+def _in_source(volume: Volume, voxel: np.ndarray, patient: np.ndarray) -> dict:
+    """Where a candidate is in what was read: the DICOM image, frame and pixel (a localizer's
+    terms), or for a NIfTI image its voxel (i, j, k) in the file."""
+    if volume.sources:
+        sop, frame, x, y = volume.voxel_to_source(voxel)
+        return {"SOPInstanceUID": sop, "frame": int(frame),
+                "coordinates": {"x": round(float(x), 2), "y": round(float(y), 2), **({"f": int(frame)} if frame else {})}}
+    source = np.asarray(volume.info.get("source_affine_lps", volume.affine), float)  # (k, j, i) -> LPS
+    kji = np.linalg.solve(source[:3, :3], patient - source[:3, 3])
+    return {"SOPInstanceUID": None, "frame": None, "coordinates": None,
+            "nifti_voxel": [round(float(v), 2) for v in kji[::-1]]}
 
 
 # --------------------------------------------------------------------------------------

@@ -1,2 +1,3 @@
-"""Reading and writing images: DICOM series (`dicom`), DICOM writing (`dicomwriter`), the RSNA
-tables (`rsna`), uploaded archives (`archive`)."""
+"""Reading and writing images: any accepted image (`image`), DICOM series (`dicom`), NIfTI
+(`nifti`), DICOM writing (`dicomwriter`, `iod`), the RSNA tables (`rsna`), uploaded archives
+(`archive`)."""
