@@ -214,7 +214,8 @@ def nifti_in(sources: list[tuple[str, bytes]]) -> str | None:
 
 
 def series_in(sources: list[tuple[str, bytes]]) -> list[SeriesInfo]:
-    """The series of an upload (headers only), largest first; an error if it holds none."""
+    """The series of an upload that can be volumes (headers only), largest first; an error if
+    it holds none, saying why (before any Run button is offered)."""
     found = scan(sources)
     if not found.series:
         if not sources:
@@ -223,7 +224,13 @@ def series_in(sources: list[tuple[str, bytes]]) -> list[SeriesInfo]:
             raise IngestError(found.skipped[0])
         first = found.skipped[0].rstrip(".") if found.skipped else sources[0][0]
         raise IngestError(f"None of the {len(sources)} uploaded files holds a DICOM image (first: {first}).")
-    return found.series
+    volumes = [series for series in found.series if series.n_images > 1]
+    if not volumes:
+        single = found.series[0]
+        raise IngestError(f"The upload holds {'one image' if single.n_images == 1 else 'no image'} of series "
+                          f"{single.series_uid} ({single.modality}): a 3D volume needs at least two slices. "
+                          "Upload every file of the series (or a .zip of its folder).")
+    return volumes
 
 
 # --------------------------------------------------------------------------------------

@@ -123,12 +123,14 @@ def run(key: tuple, model: infer.Model, loaded: Predictor, source, series_uid: s
     if infer.recalled(key) is None:
         with st.status("Reading, preprocessing and scoring the series...", expanded=True) as status:
             result, failure = infer.score(key, model, loaded, source, series_uid, data_row, modality)
-            if result is None:
-                status.update(label=failure[0], state="error")
-                st.error(plain(failure[1]), icon=":material/error:")
-                return
-            status.update(label=f"Scored in {result['prediction'].timings['total']:.1f} s", state="complete",
-                          expanded=False)
+            if result is not None:
+                status.update(label=f"Scored in {result['prediction'].timings['total']:.1f} s", state="complete",
+                              expanded=False)
+            else:
+                status.update(label=failure[0], state="error", expanded=False)
+        if result is None:  # the reason in plain view, not inside the collapsed box
+            st.error(plain(failure[1]), icon=":material/error:")
+            return
     infer.show(key)
 
 

@@ -209,3 +209,32 @@ def test_a_damaged_nifti_upload_is_refused_before_any_run_button(monkeypatch, tm
     assert not app.exception
     assert plain("bad.nii.gz is not a readable NIfTI image") in app.error[0].value
     assert not [b for b in app.button if b.key == "infer_run_upload"]
+
+
+@pytest.mark.parametrize("name", ["MR_small.dcm", "CT_small.dcm"])
+def test_a_single_slice_upload_is_refused_before_any_run_button_with_the_reason(monkeypatch, tmp_path, demo, trained,
+                                                                              name):
+    from tests.helpers import pydicom_file
+
+    app = open_page(monkeypatch, tmp_path, demo, trained / "best.pt")
+    app.file_uploader(key="infer_upload_files_0").set_value((name, pydicom_file(name).read_bytes(),
+                                                             "application/dicom")).run()
+    assert not app.exception
+    assert "one image" in app.error[0].value and "at least two slices" in app.error[0].value
+    assert not [b for b in app.button if b.key == "infer_run_upload"]
+
+
+def test_a_series_that_fails_when_scored_says_why_in_plain_view(monkeypatch, tmp_path, demo, trained):
+    app = open_page(monkeypatch, tmp_path, demo, trained / "best.pt")
+
+    def refuse(*args, **kwargs):
+        raise IngestError("The series is a Siemens mosaic: convert it first.")
+
+    monkeypatch.setattr("pipeline.inference.predictor.Predictor.predict", refuse)
+    app.button(key="infer_run_demo").click().run()
+    assert not app.exception
+    assert any("Siemens mosaic" in e.value for e in app.error), "the reason is on the page"
+    boxes = app.get("status")
+    assert boxes, "the status box is there"
+    for box in boxes:  # but not inside the status box, which is collapsed
+        assert not [e for e in box.error if "Siemens mosaic" in e.value]
