@@ -95,6 +95,20 @@ def settle(page) -> None:
     page.wait_for_timeout(500)
 
 
+def upload_on_the_inference_page(browser, url: str, files: list[str], height: int):
+    """A new page on the dashboard at ``url``, through the navigation to the Inference page's
+    Upload tab, with ``files`` given to its uploader; returns the page."""
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.goto(url)
+    settle(page)
+    page.get_by_role("link", name="Inference").first.click()
+    page.get_by_role("heading", name="Inference").first.wait_for(timeout=60_000)
+    settle(page)
+    page.get_by_role("tab", name="Upload").click()
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(files)
+    return page
+
+
 def assert_no_error_shown(page) -> None:
     assert page.locator("[data-testid='stException']").count() == 0, "a traceback is shown"
 
@@ -121,14 +135,7 @@ def test_an_uploaded_series_gets_the_14_probabilities(server, browser, shots, de
     table = pd.read_csv(root / "train.csv", dtype={"SeriesInstanceUID": str})
     uid = table.loc[table["Aneurysm Present"] == 1, "SeriesInstanceUID"].iloc[0]
     files = sorted(str(p) for p in (root / "series" / uid).iterdir())
-    page = browser.new_page(viewport={"width": 1400, "height": 2300})
-    page.goto(server)
-    settle(page)
-    page.get_by_role("link", name="Inference").first.click()
-    page.get_by_role("heading", name="Inference").first.wait_for(timeout=60_000)
-    settle(page)
-    page.get_by_role("tab", name="Upload").click()
-    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(files)
+    page = upload_on_the_inference_page(browser, server, files, height=2300)
     run = page.get_by_role("button", name="Run the model on this series").locator("visible=true")
     run.wait_for(timeout=120_000)
     run.click()
@@ -181,14 +188,7 @@ def test_upload_files_beyond_the_cap_are_refused_as_they_arrive_and_a_refused_up
         path.write_bytes(os.urandom(5 << 20))
         files.append(str(path))
     with dashboard(demo, trained, tmp_path, ANEURYSM_MAX_UPLOAD_MB="8") as url:
-        page = browser.new_page(viewport={"width": 1400, "height": 1400})
-        page.goto(url)
-        settle(page)
-        page.get_by_role("link", name="Inference").first.click()
-        page.get_by_role("heading", name="Inference").first.wait_for(timeout=60_000)
-        settle(page)
-        page.get_by_role("tab", name="Upload").click()
-        page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(files)
+        page = upload_on_the_inference_page(browser, url, files, height=1400)
         held = []
         deadline = time.monotonic() + 120
         refusal = page.get_by_text("The upload was let go")
