@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from pipeline.model.network import AneurysmNet, model_size
 from pipeline.training.config import TrainConfig
 from pipeline.model.precision import Precision, configure_training_process
+from pipeline.training.crops import Batch
 from pipeline.training.loss import heatmap_loss
 
 DEFAULT = TrainConfig(datasets=())
@@ -48,6 +49,9 @@ def synthetic_rate(device: torch.device, batch: int, crop: int, steps: int, bf16
     label = (torch.rand(batch, cells, cells, cells, device=device) < 0.01).float()
     location = torch.where(label > 0, torch.randint(0, 13, label.shape, device=device), -1)
     weight = torch.ones_like(label)
+    vessel = torch.zeros_like(label)
+    batch_targets = dict(label=label, location=location, weight=weight, vessel=vessel,
+                         artery=torch.full_like(location, -1), vessel_weight=torch.zeros(batch, device=device))
     model = AneurysmNet().to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
@@ -56,7 +60,7 @@ def synthetic_rate(device: torch.device, batch: int, crop: int, steps: int, bf16
     precision = Precision(device, torch.bfloat16 if bf16 else None)
 
     def step():
-        loss = heatmap_loss(model, crops, label, location, weight, DEFAULT, precision)
+        loss = heatmap_loss(model, Batch(crops, **batch_targets), DEFAULT, precision)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -45,10 +45,11 @@ def data_folder_check(root: Path) -> list[Finding]:
     return folder_findings(str(root), stamp)
 
 
-def series_label(row: dict) -> str:
-    """A train.csv row as a short choice: modality, label and the end of its UID."""
+def series_label(row: dict, role: str | None = None) -> str:
+    """A train.csv row as a short choice: modality, label, what a model did with it (``role``:
+    training, held-out...) and the end of its UID."""
     flag = "aneurysm" if row["Aneurysm Present"] == 1 else "no aneurysm"
-    return f"{row['Modality']} · {flag} · …{str(row['SeriesInstanceUID'])[-10:]}"
+    return " · ".join([row["Modality"], flag, *([role] if role else []), f"…{str(row['SeriesInstanceUID'])[-10:]}"])
 
 
 def data_source() -> Path | None:

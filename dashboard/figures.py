@@ -39,10 +39,12 @@ def cubes_per_modality(balance: pd.DataFrame) -> go.Figure:
 
 
 def locations(table: pd.DataFrame) -> go.Figure:
+    """How many series have an aneurysm at each location (train.csv counts series, not aneurysms)."""
     counts = pd.DataFrame({"Location": list(LOCATIONS), "Series": [int(table[name].sum()) for name in LOCATIONS]})
-    figure = px.bar(counts, x="Series", y="Location", orientation="h", title="Aneurysms per location",
+    figure = px.bar(counts, x="Series", y="Location", orientation="h", title="Series with an aneurysm, per location",
                     color_discrete_sequence=[ACCENT])
     figure.update_yaxes(categoryorder="array", categoryarray=list(LOCATIONS)[::-1], title="")
+    figure.update_xaxes(title="series with an aneurysm there (train.csv)")
     return style(figure, height=420)
 
 

@@ -25,6 +25,7 @@ from pipeline.io.archive import read_source
 from pipeline.io.nifti import is_nifti, load_nifti
 from dashboard.figures import TRUTH
 from pipeline.labels import LABEL_COLUMNS
+from pipeline.model.calibration import Calibration
 from pipeline.io.rsna import read_localizers
 
 MODEL_ENV = "ANEURYSM_MODEL"  # a checkpoint used instead of the shipped model (tests, experiments)
@@ -95,6 +96,30 @@ def model_key(path: Path) -> str:
     return f"{path}@{path.stat().st_mtime}"
 
 
+TRAINING, HELD_OUT, UNSEEN = "training series", "held-out series", "not seen by this model"
+
+
+def series_roles(model: Model) -> dict[str, str]:
+    """What the model's run did with each series it knows: trained on it or held it out
+    (empty when the checkpoint has no run split beside it)."""
+    try:
+        split = RunFolder(model.path.parent).read_split()
+    except (OSError, ValueError):
+        return {}
+    return {**{uid: TRAINING for uid in split["train"]}, **{uid: HELD_OUT for uid in split["validation"]}}
+
+
+def default_series(rows: list[dict], roles: dict[str, str]) -> int:
+    """The series a visitor is first offered: a held-out (else unseen) one with an aneurysm,
+    never one the model trained on while another exists."""
+    def rank(index: int) -> tuple:
+        row = rows[index]
+        role = roles.get(str(row["SeriesInstanceUID"]), UNSEEN)
+        return (role == TRAINING, role != HELD_OUT, row["Aneurysm Present"] != 1, index)
+
+    return min(range(len(rows)), key=rank) if rows else 0
+
+
 def describe_model(model: Model, loaded: Predictor) -> str:
     """One line: what the checkpoint is, and its scores per family where the run was evaluated
     (held-out, the demo test set, the external family, the worst controlled shift)."""
@@ -104,6 +129,9 @@ def describe_model(model: Model, loaded: Predictor) -> str:
         parts.append(f"epoch {meta.epoch}")
     if meta.validation_auc is not None:
         parts.append(f"cube validation AUC {meta.validation_auc:.3f}")
+    if meta.model.vessel_head:
+        parts.append("vessel-aware")
+    parts.append(f"calibrated on {meta.calibration.series} held-out series" if meta.calibration else "not calibrated")
     scores = headline(score_rows(RunFolder(model.path.parent)))
     if scores:
         parts.append("final score: " + ", ".join(scores))
@@ -237,12 +265,27 @@ def series_in(sources: list[tuple[str, bytes]]) -> list[SeriesInfo]:
 # Predictions kept in the session: sliders and reruns never rerun the network
 
 
-def remember(key: tuple, prediction: Prediction, truth: dict | None, model: Model) -> dict:
+def probability_meaning(calibration: Calibration | None) -> str:
+    """What the numbers of a prediction mean, for the model that made it."""
+    locations = ("A location's value is P(an aneurysm at a window) x P(that location there): it ranks where an "
+                 "aneurysm would be, it is not a calibrated probability of its own.")
+    if calibration is None:
+        return ("Aneurysm Present is the network's raw output, the highest of hundreds of window scores, not a "
+                "calibrated probability: series without an aneurysm often score high. 'python -m pipeline evaluate "
+                "--run RUN' calibrates a model on its held-out series. " + locations)
+    return (f"Aneurysm Present is calibrated on the {calibration.series} held-out series of the model's own data "
+            f"({calibration.positives} with an aneurysm; Platt scaling): of such series scoring about p, about a "
+            "share p had one. On other scanners or phantom families it means less (the model card gives the "
+            "external family's figures). " + locations)
+
+
+def remember(key: tuple, prediction: Prediction, truth: dict | None, model: Model,
+             calibration: Calibration | None = None) -> dict:
     """Keep a prediction (with its heatmap on the volume) as the one shown; returns it."""
     results: dict = st.session_state.setdefault("infer_results", {})
     results.pop(key, None)
     results[key] = {"prediction": prediction, "heat": prediction.heatmap_on_volume().astype(np.float16),
-                    "truth": truth, "model": model.label}
+                    "truth": truth, "model": model.label, "meaning": probability_meaning(calibration)}
     while len(results) > KEPT_RESULTS:
         results.pop(next(iter(results)))
     st.session_state["infer_shown"] = key
@@ -262,7 +305,7 @@ def score(key: tuple, model: Model, loaded: Predictor, source, series_uid: str |
     except Exception as exc:  # never a traceback on the page
         return None, ("The series could not be scored", f"Scoring failed: {type(exc).__name__}: {exc}")
     truth = ground_truth(data_row[0], data_row[1], prediction) if data_row else None
-    return remember(key, prediction, truth, model), None
+    return remember(key, prediction, truth, model, loaded.calibration), None
 
 
 def show(key: tuple) -> None:

@@ -34,10 +34,10 @@ def available_datasets(datasets: Path) -> list[str]:
 
 
 def training_config(datasets: Path, modalities: list[str], epochs: int, width: int, blocks: int,
-                    first_stage: bool) -> TrainConfig:
+                    first_stage: bool, vessel_head: bool = False) -> TrainConfig:
     """What the page's form asks for; every other option keeps `TrainConfig`'s default."""
-    return TrainConfig(datasets=dataset_files([datasets], modalities), epochs=epochs, model=ModelConfig(width=width, blocks=blocks,
-                                                                        first_stage=first_stage))
+    model = ModelConfig(width=width, blocks=blocks, first_stage=first_stage, vessel_head=vessel_head)
+    return TrainConfig(datasets=dataset_files([datasets], modalities), epochs=epochs, model=model)
 
 
 def best_validation(epochs: list[dict]) -> tuple[str, float | None]:

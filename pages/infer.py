@@ -63,14 +63,22 @@ def load_model(model: infer.Model) -> Predictor | None:
 def demo_input(root: Path, loaded: Predictor, model: infer.Model) -> None:
     table = train_table(root)
     options = table.to_dict("records")
-    first_positive = next((i for i, row in enumerate(options) if row["Aneurysm Present"] == 1), 0)
-    row = st.selectbox("Series", options, index=first_positive, format_func=series_label, key="infer_demo_series")
+    roles = infer.series_roles(model)
+
+    def label(row: dict) -> str:
+        return series_label(row, roles.get(str(row["SeriesInstanceUID"]), infer.UNSEEN) if roles else None)
+
+    row = st.selectbox("Series", options, index=infer.default_series(options, roles), format_func=label,
+                       key="infer_demo_series")
+    if roles.get(str(row["SeriesInstanceUID"])) == infer.TRAINING:
+        st.caption("The model trained on this series: its score says how well it fits its training data, "
+                   "not how it does on series it never saw (choose a held-out one).")
     if st.button("Run the model on this series", type="primary", key="infer_run_demo"):
         uid = str(row["SeriesInstanceUID"])
         run(("data", uid, infer.model_key(model.path)), model, loaded, root / "series" / uid, None, (root, row))
 
 
-def upload_input(loaded: Predictor, model: infer.Model) -> None:
+def upload_input(loaded: Predictor, model: infer.Model, root: Path | None) -> None:
     folder = st.radio("Upload", ["Files or a .zip", "A folder"], horizontal=True, key="infer_upload_mode",
                       label_visibility="collapsed") == "A folder"
     generation = st.session_state.get("infer_uploader", 0)  # a new uploader after a refusal
@@ -108,9 +116,22 @@ def upload_input(loaded: Predictor, model: infer.Model) -> None:
     else:
         chosen = series[0]
         st.text(chosen.describe())
+    known = _data_row(root, chosen.series_uid)  # a series of the data folder: its ground truth is known
+    if known is not None:
+        role = infer.series_roles(model).get(chosen.series_uid, infer.UNSEEN)
+        st.caption(f"This series is in the data folder ({role}): its ground truth will be shown.")
     if st.button("Run the model on this series", type="primary", key="infer_run_upload"):
         run(("upload", chosen.series_uid, infer.model_key(model.path), fingerprint), model, loaded, sources,
-            chosen.series_uid, None)
+            chosen.series_uid, known)
+
+
+def _data_row(root: Path | None, uid: str) -> tuple[Path, dict] | None:
+    """(data folder, train.csv row) of a series listed in the data folder, else None."""
+    if root is None:
+        return None
+    rows = train_table(root)
+    rows = rows[rows["SeriesInstanceUID"].astype(str) == uid]
+    return (root, rows.iloc[0].to_dict()) if len(rows) else None
 
 
 # --------------------------------------------------------------------------------------
@@ -166,6 +187,7 @@ def verdict(result: dict) -> None:
     else:
         st.success(f"**No aneurysm** above the threshold: {present:.2f} < {threshold:.2f}.",
                    icon=":material/check_circle:")
+    st.caption(result.get("meaning", ""))
     if truth is not None:
         positives = [name for name in LOCATIONS if truth["labels"][name] == 1]
         st.info("Ground truth (train.csv): " + (f"aneurysm at {', '.join(positives)}." if positives else
@@ -229,7 +251,7 @@ def page() -> None:
         else:
             demo_input(root, loaded, model)
     with tab_upload:
-        upload_input(loaded, model)
+        upload_input(loaded, model, root)
     result = infer.shown()
     if result is None:
         return

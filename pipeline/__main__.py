@@ -143,7 +143,7 @@ BUILD_FLAGS = {"cube": "cube", "negatives": "negatives", "hard_share": "hard_sha
                "jitter": "jitter", "jitter_mm": "jitter_mm", "seed": "seed"}
 TRAIN_FLAGS = {"epochs": "epochs", "steps": "steps_per_epoch", "batch": "batch_size", "crop": "crop",
                "lr": "learning_rate", "seed": "seed", "precision": "precision"}
-MODEL_FLAGS = {"width": "width", "blocks": "blocks", "first_stage": "first_stage"}
+MODEL_FLAGS = {"width": "width", "blocks": "blocks", "first_stage": "first_stage", "vessel_head": "vessel_head"}
 
 
 def _given(args: argparse.Namespace, flags: dict[str, str]) -> dict:
@@ -226,6 +226,7 @@ def train_config(args: argparse.Namespace):
 
 def _train(args: argparse.Namespace) -> int:
     from pipeline.data import runs_root
+    from pipeline.runs import RunFolder
     from pipeline.training.trainer import train
 
     run = Path(args.run) if args.run else runs_root() / time.strftime("run-%Y%m%d-%H%M%S")
@@ -251,6 +252,12 @@ def _train(args: argparse.Namespace) -> int:
         train(config, run, resume=args.resume, progress=progress)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         return _error(exc)
+    labelled = RunFolder(run).read_status().get("vessel_labelled_series")
+    if labelled == 0:
+        print("note: no training series has a vessel label map (segmentations/): the vessel head learnt nothing; "
+              "--no-vessel-head trains without it.", file=sys.stderr)
+    elif labelled is not None:
+        print(f"vessel head: trained on the vessel labels of {labelled} training series")
     print(f"run folder: {run}")
     return 0
 
@@ -301,6 +308,15 @@ def _evaluate(args: argparse.Namespace) -> int:
           f"{_number(result['location_auc_mean'])} ({result['locations_defined']} of 13 locations defined)")
     for modality, part in result["per_modality"].items():
         print(f"  {modality}: {part['series']} series; {_figures(part)}")
+    fit = result.get("calibration_fit")
+    if fit and fit["fitted"]:
+        print(f"calibrated on these series (stored in {Path(args.run) / 'best.pt'}): log-loss "
+              f"{fit['log_loss_before']:.3f} -> {fit['log_loss_after']:.3f}, mean Aneurysm Present of the negatives "
+              f"{fit['negatives_mean_before']:.3f} -> {fit['negatives_mean_after']:.3f}")
+    elif fit:
+        print(f"not calibrated: {fit['reason']}")
+    elif args.test_set:
+        print("scored " + ("with" if result.get("calibrated") else "without") + " a calibration")
     return 0
 
 
@@ -439,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--blocks", type=int, help=f"residual blocks per stage (default {train_defaults.model.blocks})")
     train.add_argument("--no-first-stage", dest="first_stage", action="store_const", const=False, default=None,
                        help="without the first stage (at the stem's resolution): half the multiply-adds")
+    train.add_argument("--vessel-head", dest="vessel_head", action=argparse.BooleanOptionalAction, default=None,
+                       help="vessel-aware training: a vessel segmentation head trained on the series that have "
+                            "vessel label maps (segmentations/) (default "
+                            f"{'on' if train_defaults.model.vessel_head else 'off'})")
     train.add_argument("--precision", choices=PRECISIONS, help=f"(default {train_defaults.precision})")
     train.add_argument("--augment", choices=AUGMENTATIONS,
                        help="intensity and resolution augmentation: mild (default) or strong (nnU-Net strength)")

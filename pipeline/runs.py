@@ -225,19 +225,31 @@ def set_kind(name: str) -> str:
 
 def score_rows(run: RunFolder) -> list[dict]:
     """One row per evaluation of the run (held-out series, then every test set), with the
-    figures every display shows: never the in-family number alone."""
+    figures every display shows: never the in-family number alone. The negatives' mean
+    Aneurysm Present is the calibrated one where the model was calibrated (``calibrated``)."""
     evaluations = {"held-out series": run.read_evaluation(), **run.read_test_evaluations()}
     rows = []
     for name, result in evaluations.items():
         if result is None:
             continue
+        fit = result.get("calibration_fit") or {}  # held-out series: the calibration fitted on them
+        calibrated = bool(fit.get("fitted")) if name == "held-out series" else bool(result.get("calibrated"))
         rows.append({"test set": name, "measures": IN_FAMILY if name == "held-out series" else set_kind(name),
                      "series": result.get("series"), "final score": result.get("final_score"),
                      "Aneurysm Present AUC": result.get("aneurysm_present_auc"),
-                     "mean Aneurysm Present of negatives": result.get("negative_mean_present"),
+                     "mean Aneurysm Present of negatives": fit.get("negatives_mean_after",
+                                                                   result.get("negative_mean_present")),
+                     "calibrated": calibrated,
                      FROC_COLUMN: (result.get("froc") or {}).get("sensitivity", {}).get("1"),
-                     "per modality": result.get("per_modality", {})})
+                     "per modality": _calibrated_parts(result.get("per_modality", {}), fit)})
     return rows
+
+
+def _calibrated_parts(parts: dict, fit: dict) -> dict:
+    """Per-modality figures with the negatives' calibrated mean where the fit gave one."""
+    after = fit.get("negatives_mean_after_per_modality") or {}
+    return {m: {**part, "negative_mean_present": after.get(m, part.get("negative_mean_present"))}
+            for m, part in parts.items()}
 
 
 def headline(rows: list[dict]) -> list[str]:

@@ -16,6 +16,7 @@ from pipeline.model.checkpoint import (ARCHITECTURE, CheckpointError, Checkpoint
 from pipeline.model.config import ModelConfig
 from pipeline.model.network import AneurysmNet
 from pipeline.preprocess.config import PreprocessConfig
+from pipeline.training.config import TrainConfig
 
 SMALL = ModelConfig(width=4, blocks=1, first_stage=False)
 
@@ -56,7 +57,7 @@ def test_training_state_travels_in_last_pt(tmp_path):
 def test_the_shipped_model_loads_and_predicts_with_its_own_preprocessing():
     loaded = load_checkpoint(SHIPPED_MODEL)
     assert loaded.meta.preprocess == PreprocessConfig()
-    assert loaded.meta.location_prior is not None and loaded.meta.model == ModelConfig()
+    assert loaded.meta.location_prior is not None and loaded.meta.model == TrainConfig().model  # the defaults
     assert Predictor(SHIPPED_MODEL).preprocess == loaded.meta.preprocess
 
 

@@ -1,14 +1,17 @@
 """Training batches (pipeline.training.crops): the volume bank, crop plans, the gather, heatmap targets,
-and augmentation that moves the aneurysm with the image and swaps Left/Right labels."""
+augmentation that moves the aneurysm with the image and swaps Left/Right labels, and the vessel
+labels cut with the image (the vessel head's targets and their mask)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import fields
 
 import numpy as np
 import torch
 
-from pipeline.training.crops import Aneurysms, CropPlans, VolumeBank, crop_starts, cut_crops, heatmap_targets, plan_crops
+from pipeline.training.crops import (Aneurysms, CropPlans, VolumeBank, crop_starts, cut_crops, cut_vessels,
+                                     heatmap_targets, plan_crops, vessel_targets)
 from pipeline.labels import LOCATIONS
 
 LEFT_MCA = LOCATIONS.index("Left Middle Cerebral Artery")
@@ -135,3 +138,67 @@ def test_a_volume_bank_holds_what_fits_its_budget(tmp_path):
     assert bank.uids == chosen[0] and bank.data.numel() == 2 * 20 * 30 * 40
     crop = cut_crops(bank, _plans(np.zeros((0, 3)), [], volume=1), 16)[0]
     assert (crop == int(chosen[0][1][1:])).all()  # the second volume held, read back whole
+
+
+def _labelled_bank(volume_labels, unlabelled=None, spacing=0.8) -> VolumeBank:
+    """A bank of one labelled volume (its intensities = its labels / 20) and maybe an unlabelled one."""
+    bank = VolumeBank("cpu")
+    entries = [("labelled", (volume_labels / 20.0).astype(np.float16), np.full(3, spacing), volume_labels)]
+    if unlabelled is not None:
+        entries.append(("unlabelled", np.asarray(unlabelled, np.float16), np.full(3, spacing), None))
+    bank.fill(entries)
+    return bank
+
+
+def test_vessel_labels_are_cut_by_the_same_gather_as_the_image():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 15, size=(70, 60, 50)).astype(np.uint8)
+    bank = _labelled_bank(labels, np.zeros((40, 40, 40)))
+    aneurysms = Aneurysms.of(bank.uids, {}, {})
+    plans = plan_crops(bank, aneurysms, np.array([0, 0, 0, 0, 1, 1]), np.full(6, -1), 48, rng, symmetry_share=0.5)
+    image = cut_crops(bank, plans, 48)
+    cut, labelled = cut_vessels(bank, plans, 48)
+    assert cut.dtype == torch.uint8 and labelled.tolist() == [True] * 4 + [False] * 2
+    assert torch.equal(cut[:4].float(), torch.round(image[:4] * 20))  # the same voxels, turned and padded alike
+    assert cut[4:].max() == 0  # a series without labels has none
+
+
+def test_vessel_targets_are_block_shares_and_swap_left_and_right_with_the_image():
+    labels = np.zeros((48, 48, 48), np.uint8)
+    labels[:, :, 32:36] = LEFT_MCA + 1  # a slab on one side: four voxels wide in x
+    bank = _labelled_bank(labels)
+    plain = _plans(np.zeros((0, 3)), [])
+    mirrored = _plans(np.zeros((0, 3)), [], flips=(False, False, True))
+    turned = _plans(np.zeros((0, 3)), [], axes=(2, 1, 0))
+    plans = _join(plain, mirrored, turned)
+    share, artery, weight = vessel_targets(*cut_vessels(bank, plans, 48), plans)
+    assert share.shape == artery.shape == (3, 12, 12, 12) and weight.tolist() == [1.0, 1.0, 1.0]
+    # Cell i covers voxels 4i-2 .. 4i+1: the slab 32..35 fills half of cells 8 (32, 33) and 9 (34, 35) in x.
+    assert torch.allclose(share[0, 5, 5, 7:10], torch.tensor([0.0, 0.5, 0.5]))
+    assert share[0].sum() * 64 == 46 * 46 * 4  # the cells cover voxels -2 .. 45 of each axis
+    assert (artery[0, :, :, 8] == LEFT_MCA).all() and (artery[0, :, :, 9] == -1).all()  # the label at voxel 4i
+    # Mirrored: the slab is at x = 12..15 and is the right MCA there.
+    assert (artery[1, :, :, 3] == RIGHT_MCA).all() and (artery[1, :, :, 4] == -1).all()
+    assert torch.allclose(share[1, 5, 5, 2:5], torch.tensor([0.0, 0.5, 0.5]))
+    assert (artery[2] == -1).all() and share[2].sum() == share[0].sum()  # turned: the share only
+
+
+def test_the_vessel_loss_trains_nothing_on_crops_without_labels():
+    from pipeline.model.config import ModelConfig
+    from pipeline.model.network import AneurysmNet
+    from pipeline.model.precision import Precision
+    from pipeline.training.config import TrainConfig
+    from pipeline.training.crops import Batch
+    from pipeline.training.loss import heatmap_loss
+
+    model = AneurysmNet(ModelConfig(vessel_head=True))
+    cells = (2, 12, 12, 12)
+    batch = Batch(torch.rand(2, 1, 48, 48, 48), torch.zeros(cells), torch.full(cells, -1), torch.ones(cells),
+                  torch.rand(cells), torch.randint(0, 14, cells), torch.zeros(2))
+    config, precision = TrainConfig(datasets=("x",)), Precision(torch.device("cpu"), None)
+    heatmap_loss(model, batch, config, precision).backward()
+    assert model.vessel_head.weight.grad.abs().max() == 0  # masked: no label, no gradient
+    model.zero_grad()
+    heatmap_loss(model, dataclasses.replace(batch, vessel_weight=torch.tensor([1.0, 0.0])), config,
+                 precision).backward()
+    assert model.vessel_head.weight.grad.abs().max() > 0

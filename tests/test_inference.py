@@ -145,8 +145,8 @@ class PointSampler(torch.nn.Module):
 def test_flip_averaging_aligns_the_mirrored_pass_and_swaps_left_and_right(width):
     array = np.zeros((32, 32, width), np.float32)
     array[16, 16, 32] = 1.0  # on the window centred on voxel (16, 16, 32)
-    plain, plain_location, _ = score_volume(PointSampler(), array, choose_precision("fp32", "cpu"))
-    presence, location, peaks = score_volume(PointSampler(), array, choose_precision("fp32", "cpu"), flip=True)
+    plain, plain_location, *_ = score_volume(PointSampler(), array, choose_precision("fp32", "cpu"))
+    presence, location, peaks, *_ = score_volume(PointSampler(), array, choose_precision("fp32", "cpu"), flip=True)
     assert peaks[:, 1, 1, 2].tolist() == [16, 16, 32]  # the window's best cell: on the point
     left, right = LOCATIONS.index("Left Middle Cerebral Artery"), LOCATIONS.index("Right Middle Cerebral Artery")
     full = torch.sigmoid(torch.tensor(5.0)).item()
@@ -158,3 +158,55 @@ def test_flip_averaging_aligns_the_mirrored_pass_and_swaps_left_and_right(width)
     # the mirrored pass sees the point on the patient's other side: its "Left" becomes "Right"
     assert location[left, 1, 1, 2] == pytest.approx(location[right, 1, 1, 2], abs=1e-5)
     assert location[left, 1, 1, 2] == pytest.approx(plain_location[left, 1, 1, 2] / 2, abs=0.01)
+
+
+class VesselSampler(torch.nn.Module):
+    """A stand-in network with a vessel head: presence reads input voxel 4 i (location: the
+    Left MCA, weakly); vessels lie only where x < 32, and they are the Right MCA."""
+
+    def dense(self, x):
+        sampled = x[:, 0, ::4, ::4, ::4]
+        location = torch.zeros(x.shape[0], 13, *sampled.shape[1:])
+        location[:, LOCATIONS.index("Left Middle Cerebral Artery")] = 2 * sampled
+        columns = torch.arange(sampled.shape[-1]) * 4
+        vessel = torch.where(columns < 32, 10.0, -10.0).expand_as(sampled)
+        artery = torch.zeros(x.shape[0], 14, *sampled.shape[1:])
+        artery[:, LOCATIONS.index("Right Middle Cerebral Artery")] = 10.0 * (columns < 32)
+        return {"presence": 10 * sampled - 5, "location": location, "vessel": vessel, "artery": artery}
+
+
+def test_vessel_evidence_gates_windows_off_the_vessels_and_names_the_artery_they_sit_on():
+    from pipeline.model.checkpoint import CheckpointMeta, TrainedModel
+    from pipeline.model.config import ModelConfig
+    from pipeline.preprocess.config import PreprocessConfig
+    from tests.helpers import make_volume
+
+    array = np.full((48, 48, 64), 0.3, np.float32)
+    array[24, 24, 16], array[24, 24, 48] = 0.8, 1.0  # a dome on the vessels, a brighter one off them
+    volume = make_volume(array, spacing=(0.8, 0.8, 0.8))
+    meta = CheckpointMeta(ModelConfig(vessel_head=True), PreprocessConfig(), None, {}, "", 1)
+
+    def predict(*evidence):
+        predictor = Predictor(TrainedModel(VesselSampler(), meta), flip=False, vessel_evidence=evidence)
+        return predictor.predict_processed(volume).probabilities
+
+    plain, gated, named = predict(), predict("gate"), predict("artery")
+    assert plain["Aneurysm Present"] == pytest.approx(float(torch.sigmoid(torch.tensor(5.0))), abs=1e-4)
+    assert gated["Aneurysm Present"] == pytest.approx(float(torch.sigmoid(torch.tensor(3.0))), abs=1e-3)
+    assert plain["Left Middle Cerebral Artery"] > plain["Right Middle Cerebral Artery"]
+    # the dome on the Right MCA is named after it; the one off the vessels keeps the head's weak guess
+    assert named["Right Middle Cerebral Artery"] > 10 * plain["Right Middle Cerebral Artery"]
+    assert named["Right Middle Cerebral Artery"] > 2 * named["Left Middle Cerebral Artery"]
+    with pytest.raises(ValueError, match="unknown vessel evidence"):
+        Predictor(TrainedModel(VesselSampler(), meta), vessel_evidence=("halo",))
+    plain_meta = CheckpointMeta(ModelConfig(), PreprocessConfig(), None, {}, "", 1)
+    assert Predictor(TrainedModel(PointSampler(), plain_meta), vessel_evidence=("gate",)).vessel_evidence == ()
+
+
+def test_the_mirrored_pass_swaps_the_arteries_too():
+    array = np.zeros((32, 32, 64), np.float32)
+    scores = score_volume(VesselSampler(), array, choose_precision("fp32", "cpu"), flip=True)
+    right, left = LOCATIONS.index("Right Middle Cerebral Artery"), LOCATIONS.index("Left Middle Cerebral Artery")
+    # plain pass: Right MCA at x < 32; mirrored pass: its vessels at x >= 32, as the Left MCA
+    assert scores.artery[right, 1, 1, 0] > 0.45 and scores.artery[left, 1, 1, 3] > 0.45
+    assert scores.vessel.shape == scores.presence.shape

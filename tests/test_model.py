@@ -67,3 +67,13 @@ def test_other_cube_sizes_work():
     model = AneurysmNet(ModelConfig(cube=32)).eval()
     with torch.no_grad():
         assert model(torch.rand(2, 1, 32, 32, 32))["presence"].shape == (2,)
+
+
+def test_the_vessel_head_segments_on_the_heatmap_grid_and_old_checkpoints_have_none():
+    model = AneurysmNet(ModelConfig(vessel_head=True)).eval()
+    with torch.no_grad():
+        maps = model.dense(torch.rand(1, 1, 64, 96, 80))
+    assert maps["vessel"].shape == (1, 16, 24, 20) and maps["artery"].shape == (1, 14, 16, 24, 20)
+    assert model_size(model)["parameters"] == 932_798 + 33 * 15  # a 1x1 head of 15 outputs on 32 channels
+    assert "vessel" not in AneurysmNet().dense(torch.rand(1, 1, 48, 48, 48))
+    assert ModelConfig.from_dict({"width": 16, "blocks": 1, "cube": 48, "first_stage": True}).vessel_head is False

@@ -43,10 +43,15 @@ def table_with(app: AppTest, column: str) -> pd.DataFrame:
 def test_a_demo_series_is_scored_with_probabilities_candidates_and_ground_truth(monkeypatch, tmp_path, demo,
                                                                                trained):
     app = open_page(monkeypatch, tmp_path, demo, trained / "best.pt")
-    row = app.selectbox(key="infer_demo_series").value
+    box = app.selectbox(key="infer_demo_series")
+    row = box.value
     assert row["Aneurysm Present"] == 1  # a positive series is offered first
+    assert "held-out series" in box.options[box.index]  # one the model never trained on
+    assert all(("training series" in o) != ("held-out series" in o) for o in box.options)  # each one marked
+    assert "not calibrated" in " ".join(t.value for t in app.text)  # the model line says what its numbers are
     app.button(key="infer_run_demo").click().run()
     assert not app.exception
+    assert any("raw output" in c.value and "ranks where" in c.value for c in app.caption)  # what the numbers mean
 
     probabilities = table_with(app, "Probability")
     assert probabilities["Label"].tolist() == list(LABEL_COLUMNS)
@@ -93,10 +98,15 @@ def test_an_uploaded_zip_of_two_series_lets_the_user_choose_one(monkeypatch, tmp
     choice = app.selectbox(key="infer_upload_series")
     assert len(choice.options) == 2 and all(any(uid in o for o in choice.options) for uid in uids)
     choice.set_value(next(o for o in choice.options if uids[1] in o)).run()
+    assert any("is in the data folder" in c.value for c in app.caption)
     app.button(key="infer_run_upload").click().run()
     assert not app.exception
     assert app.session_state["infer_shown"][1] == uids[1]
     assert table_with(app, "Probability")["Probability"].between(0, 1).all()
+    truth = app.session_state["infer_results"][app.session_state["infer_shown"]]["truth"]  # a series of the folder
+    assert truth is not None and any("Ground truth" in info.value for info in app.info)
+    assert table_with(app, "Probability")["Truth"].tolist() == [int(table.set_index("SeriesInstanceUID").loc[
+        uids[1], name]) for name in LABEL_COLUMNS]
 
 
 @pytest.mark.parametrize("upload", [

@@ -92,7 +92,7 @@ def test_an_io_error_on_one_series_stops_the_build_instead_of_skipping_it(built,
     root, _, _, _ = built
     before = previous_build(built, tmp_path / "out")
 
-    def full(path, volume, source=""):
+    def full(path, volume, source="", vessels=None):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr("pipeline.dataset.build.save_processed", full)

@@ -74,9 +74,38 @@ def _verdict(rows: list[dict]) -> str:
 SCORES_START, SCORES_END = "<!-- scores: tools/ship_model.py --rescore -->", "<!-- /scores -->"
 
 
-def scores_section(rows: list[dict]) -> str:
-    """The card's scores by family and its status, between markers that ``--rescore`` replaces."""
-    return f"{SCORES_START}\n{_families(rows)}\n\n{_verdict(rows)}\n{SCORES_END}"
+def scores_section(rows: list[dict], evaluation: dict | None = None) -> str:
+    """The card's scores by family, its calibration and its status, between markers that
+    ``--rescore`` replaces."""
+    calibration = _calibration((evaluation or {}).get("calibration_fit"), rows)
+    return f"{SCORES_START}\n{_families(rows)}\n\n{calibration}{_verdict(rows)}\n{SCORES_END}"
+
+
+def _calibration(fit: dict | None, rows: list[dict]) -> str:
+    """What the calibration of Aneurysm Present is, and how it behaves per family."""
+    if not fit or not fit.get("fitted"):
+        why = f" ({fit['reason']})" if fit and fit.get("reason") else ""
+        return (f"**Calibration.** Aneurysm Present is the raw network output, not calibrated{why}: "
+                "`python -m pipeline evaluate --run RUN` fits it on the held-out series.\n\n")
+    raw = [row["test set"] for row in rows if row["test set"] != "held-out series" and not row["calibrated"]]
+    external = next((row for row in rows if row["test set"] == "external"), None)
+    lines = [
+        f"**Calibration.** Aneurysm Present is calibrated on its {fit['series']} held-out series "
+        f"({fit['positives']} with an aneurysm; Platt scaling of the window probabilities, slope {fit['slope']:.3f}, "
+        f"intercept {fit['intercept']:.3f}, stored in the checkpoint and applied by `predict`, evaluation and the "
+        f"dashboard): their log-loss {fit['log_loss_before']:.3f} -> {fit['log_loss_after']:.3f}, the mean of "
+        f"their negatives {fit['negatives_mean_before']:.3f} -> {fit['negatives_mean_after']:.3f} (in-sample: the "
+        "fit set) and of their positives "
+        f"{fit['positives_mean_after']:.3f}. The AUCs do not change (the map is monotone); the location "
+        "columns move a little (each is a maximum over windows of the calibrated window probability times the "
+        "location's)."]
+    if external is not None and external["calibrated"]:
+        lines.append(f" On the external family the calibrated negatives average "
+                     f"{_mean(external['mean Aneurysm Present of negatives'])}: a map fitted in family does not "
+                     "make foreign series' probabilities mean what they say.")
+    if raw:
+        lines.append(f" Scored before the calibration (raw): {', '.join(raw)}.")
+    return "".join(lines) + "\n\n"
 
 
 def rescore(folder: Path) -> None:
@@ -88,7 +117,8 @@ def rescore(folder: Path) -> None:
         raise ValueError(f"{path} has no scores section to replace")
     before, rest = text.split(SCORES_START, 1)
     after = rest.split(SCORES_END, 1)[1]
-    write_text(path, before + scores_section(score_rows(RunFolder(folder))) + after)
+    run = RunFolder(folder)
+    write_text(path, before + scores_section(score_rows(run), run.read_evaluation()) + after)
 
 
 def _families(rows: list[dict]) -> str:
@@ -131,6 +161,19 @@ def _flip(evaluation: dict) -> str:
     return "one pass, without the mirrored volume (`--no-flip`)"
 
 
+def _vessel_head(meta: dict) -> str:
+    return ", with the vessel segmentation head" if meta["model"].get("vessel_head") else ""
+
+
+def _vessel_loss(config: dict, meta: dict, status: dict) -> str:
+    if not meta["model"].get("vessel_head"):
+        return ""
+    labelled = status.get("vessel_labelled_series")
+    on = f" of the {labelled} training series with vessel labels" if labelled is not None else ""
+    return (f" + {config.get('vessel_weight', 1.0)} x the vessel loss (vessel share and artery of each output "
+            f"cell{on}: vessel-aware training)")
+
+
 def card(path: Path) -> str:
     run = RunFolder(path)
     evaluation, rows = run.read_evaluation(), score_rows(run)
@@ -145,7 +188,7 @@ def card(path: Path) -> str:
     return f"""# Model card: the demo aneurysm model
 
 **What it is.** `best.pt`: the default `AneurysmNet` (width {meta['model']['width']}, {meta['model']['blocks']}
-block per stage{'' if meta['model'].get('first_stage', True) else ', without the first stage'}; {size['parameters'] / 1e6:.2f} M parameters, {size['macs_per_cube'] / 1e9:.2f} G multiply-adds per 48³ cube), a fully-convolutional 3D ResNet that maps a processed volume to an
+block per stage{'' if meta['model'].get('first_stage', True) else ', without the first stage'}{_vessel_head(meta)}; {size['parameters'] / 1e6:.2f} M parameters, {size['macs_per_cube'] / 1e9:.2f} G multiply-adds per 48³ cube), a fully-convolutional 3D ResNet that maps a processed volume to an
 aneurysm heatmap and location probabilities at stride 4, with its preprocessing parameters and location prior
 in the checkpoint's `meta`. Load it with `torch.load(path, weights_only=True)` or
 `pipeline.inference.predictor.Predictor("models/demo/best.pt")`; `python -m pipeline predict` and the dashboard use it
@@ -172,7 +215,7 @@ python tools/ship_model.py runs/demo
 {config['crop']} voxels from the training series' whole volumes ({50 * config['positive_crop_share']:.1f} % of them around an aneurysm), heatmap targets
 1 within {config['positive_radius_mm']} mm of a localizer (ignored to {config['ignore_radius_mm']} mm), loss: the mean
 over positive cells + the mean over negative cells + the mean of each crop's {config['hard_negatives']} worst negative
-cells, AdamW one-cycle (peak learning rate {config['learning_rate']}); split by series ({len(split['train'])} training series,
+cells{_vessel_loss(config, meta, status)}, AdamW one-cycle (peak learning rate {config['learning_rate']}); split by series ({len(split['train'])} training series,
 {len(truth)} held out); {minutes:.1f} minutes wall-clock on {status['device'].upper()} ({status['precision']}),
 on the 2-core machine where it was trained. `best.pt` is epoch {meta['epoch']} of {len(epochs)}: the best
 held-out series score ({_auc(meta.get('series_validation_score'))}) among the last {config['series_validation_epochs']}
@@ -192,7 +235,7 @@ epochs, which score the held-out series whole from the build's float16 cache of 
 Each series' 14 probabilities are in `evaluation.json` (`predictions`); `tests/test_shipped_model.py`
 regenerates these series of the demo data, scores them with this checkpoint and checks them against it.
 
-{scores_section(rows)}
+{scores_section(score_rows(run), evaluation)}
 
 **Limits.** Trained and evaluated on {evaluation['series']} held-out phantoms: the AUCs are coarse (one series
 more or less moves them by several points) and locations with one class are undefined. The phantoms are

@@ -41,9 +41,11 @@ from pipeline.io.dicom import load_series
 from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
 from pipeline.phantoms import VALIDATION_ONLY, read_family
 from pipeline.pool import process_pool, queue_cancelled_on_error
-from pipeline.io.rsna import Localizer, read_localizers, read_train, unknown_modality
-from pipeline.preprocess.cache import (UNREADABLE, ProcessedCache, cached_source, load_processed, save_processed,
-                                      source_fingerprint)
+from pipeline.io.rsna import Localizer, find_vessel_labels, read_localizers, read_train, unknown_modality
+from pipeline.io.nifti import load_label_map
+from pipeline.preprocess.cache import (UNREADABLE, ProcessedCache, cached_source, has_vessels, load_processed,
+                                      save_processed, source_fingerprint)
+from pipeline.preprocess.vessels import labels_on_grid
 from pipeline.preprocess.head import head_interior
 from pipeline.preprocess.transforms import preprocess
 from pipeline.volume import Volume
@@ -59,6 +61,7 @@ class SeriesTask:
     folder: str
     cache: str | None
     config: BuildConfig
+    vessel_labels: str | None = None  # the series' vessel label map, if the data folder has one
 
 
 @dataclass
@@ -72,6 +75,7 @@ class SeriesResult:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     from_cache: bool = False
+    vessel_labels: bool = False  # the cached volume keeps vessel labels
     cubes: np.ndarray | None = None
     labels: np.ndarray | None = None
     positions: np.ndarray | None = None
@@ -84,7 +88,7 @@ class SeriesResult:
         return {
             "modality": self.modality, "status": self.status, "reason": self.reason, "warnings": self.warnings,
             "positive_cubes": int(labels.sum()), "negative_cubes": int((labels == 0).sum()),
-            "from_cache": self.from_cache, "seconds": round(self.seconds, 3),
+            "from_cache": self.from_cache, "vessel_labels": self.vessel_labels, "seconds": round(self.seconds, 3),
         }
 
 
@@ -104,7 +108,7 @@ def process_series(task: SeriesTask) -> SeriesResult:
     start = time.perf_counter()
     result = SeriesResult(task.series_uid, task.modality, "skipped")
     try:
-        volume, result.from_cache = _processed_volume(task)
+        volume, result.from_cache, result.vessel_labels = _processed_volume(task)
         result.warnings = list(volume.warnings)
         _cut_cubes(task, volume, result)
     except IngestError as exc:
@@ -117,22 +121,29 @@ def process_series(task: SeriesTask) -> SeriesResult:
     return result
 
 
-def _processed_volume(task: SeriesTask) -> tuple[Volume, bool]:
-    """The cached processed volume while the series folder is the one it was made from, else
-    a fresh one (cached in turn)."""
+def _processed_volume(task: SeriesTask) -> tuple[Volume, bool, bool]:
+    """The cached processed volume while the series folder (and its vessel label map) are
+    the ones it was made from, else a fresh one (cached in turn, with the vessel labels on
+    its grid); whether it came from the cache, and whether it has vessel labels."""
     cache = Path(task.cache) if task.cache else None
-    source = source_fingerprint(task.folder)
+    source = source_fingerprint(task.folder, task.vessel_labels)
     if cache is not None and cache.is_file():
         try:
             if cached_source(cache) == source:
-                return load_processed(cache), True
+                return load_processed(cache), True, has_vessels(cache)
         except UNREADABLE:
             pass
         cache.unlink(missing_ok=True)  # a damaged or outdated entry is recomputed
     volume = preprocess(load_series(task.folder), task.config.preprocess)
+    vessels = None
+    if task.vessel_labels and cache is not None:
+        try:
+            vessels = labels_on_grid(load_label_map(task.vessel_labels), volume)
+        except IngestError as exc:
+            volume.warnings.append(f"Vessel labels not used: {exc}")
     if cache is not None:
-        save_processed(cache, volume, source)
-    return volume, False
+        save_processed(cache, volume, source, vessels)
+    return volume, False, vessels is not None
 
 
 def _cut_cubes(task: SeriesTask, volume: Volume, result: SeriesResult) -> None:
@@ -351,8 +362,9 @@ def _tasks(data_root: Path, out: Path, config: BuildConfig, use_cache: bool) -> 
         if not folder.is_dir():
             problems.append(f"Series {uid} is listed in train.csv but has no folder under series/.")
             continue
+        labels = find_vessel_labels(data_root, uid)
         tasks.append(SeriesTask(uid, modality, bool(row[ANEURYSM_PRESENT]), localizers.get(uid, []), str(folder),
-                                str(cache.path(uid)) if use_cache else None, config))
+                                str(cache.path(uid)) if use_cache else None, config, labels and str(labels)))
     return tasks, problems
 
 

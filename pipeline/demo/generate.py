@@ -3,7 +3,9 @@
     python -m pipeline demo-data --out DIR [--series N] [--seed S] [--workers N]
 
 writes ``DIR/series/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``, ``DIR/train.csv``,
-``DIR/train_localizers.csv`` (exactly the RSNA columns) and ``DIR/demo_manifest.json``
+``DIR/train_localizers.csv`` (exactly the RSNA columns), each series' artery labels as
+``DIR/segmentations/<SeriesInstanceUID>/<SeriesInstanceUID>_cowseg.nii.gz`` (NIfTI on the
+acquisition grid, aligned by its affine; `pipeline.labels.VESSEL_LABELS`) and ``DIR/demo_manifest.json``
 (the ground truth a real dataset does not have: aneurysm centres and sizes in patient
 mm, variants, mimics, acquisition). Same seed, same bytes.
 """
@@ -14,7 +16,7 @@ import dataclasses
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Collection
+from typing import Callable, Collection, NamedTuple
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -27,6 +29,9 @@ from pipeline.demo.anatomy import (
 )
 from pipeline.demo.render import Grid, coarse_axes, render_spheres, render_tubes, smooth_noise, soft_ellipsoid, upsample
 from pipeline.io.dicomwriter import SeriesGeometry, SeriesHeader, derived_uid, write_series
+from pipeline.io.nifti import save_nifti
+from pipeline.io.rsna import vessel_labels_path
+from pipeline.labels import vessel_label
 from pipeline.phantoms import (
     FAKE_PATIENT_TOKEN, PhantomSummary, deal_locations, localizer, modality_mix, stratified_positives, train_row,
     write_phantom_dataset,
@@ -339,9 +344,23 @@ def choose_aneurysms(head: Head, plan: SeriesPlan, rng: np.random.Generator) -> 
     return aneurysms
 
 
-def render_series(plan: SeriesPlan) -> tuple[np.ndarray, SeriesGeometry, list[Aneurysm], Head, HeadPose, Appearance,
-                                             Scanner]:
-    """The stored pixel values of a series, with what was drawn and how it was acquired."""
+class RenderedSeries(NamedTuple):
+    """A rendered series: its stored pixels, what was drawn and how it was acquired."""
+
+    stored: np.ndarray  # (slices, rows, columns) in the order of ``geometry.positions``
+    geometry: SeriesGeometry
+    aneurysms: list[Aneurysm]
+    head: Head
+    pose: HeadPose
+    look: Appearance
+    scanner: Scanner
+    vessels: np.ndarray  # uint8 artery labels (`pipeline.labels.VESSEL_LABELS`) on the acquisition grid
+    grid_affine: np.ndarray  # voxel (z, y, x) of ``vessels`` -> patient LPS mm
+
+
+def render_series(plan: SeriesPlan) -> RenderedSeries:
+    """The stored pixel values of a series, with what was drawn, how it was acquired and
+    where each artery lies."""
     rng = np.random.default_rng(np.random.SeedSequence([plan.seed, 2, plan.index]))
     head = build_head(rng, keep=set(plan.locations), calibre=plan.shift.calibre, randomised=plan.randomised)
     aneurysms = choose_aneurysms(head, plan, rng)
@@ -358,10 +377,13 @@ def render_series(plan: SeriesPlan) -> tuple[np.ndarray, SeriesGeometry, list[An
             occupancy = occupancy.reshape(grid.shape[0], -1, *grid.shape[1:]).mean(axis=1)
         image[:] += occupancy * (np.float32(value) - image)
 
-    arteries = [(pose.to_patient(t.points), t.radii * size) for t in head.tubes if t.kind == "artery"]
+    arteries = [t for t in head.tubes if t.kind == "artery"]
     veins = [(pose.to_patient(t.points), t.radii * size) for t in head.tubes if t.kind == "vein"]
     composite(render_tubes(thin, veins), look.vein)
-    composite(np.maximum(render_tubes(thin, arteries),
+    artery_occupancy, artery_labels = render_tubes(thin, [(pose.to_patient(t.points), t.radii * size) for t in arteries],
+                                                   labels=[vessel_label(t.location) for t in arteries])
+    vessels = _slice_labels(artery_occupancy, artery_labels, grid.shape)
+    composite(np.maximum(artery_occupancy,
                          render_spheres(thin, [(pose.to_patient(c), r * size) for c, r in head.bulges])), look.artery)
     lobes = [(pose.to_patient(c), r * size) for a in aneurysms for c, r in a.lobes]
     composite(render_spheres(thin, lobes), look.aneurysm)
@@ -382,7 +404,17 @@ def render_series(plan: SeriesPlan) -> tuple[np.ndarray, SeriesGeometry, list[An
     if plan.descending:
         stored = stored[::-1].copy()
         geometry.positions = geometry.positions[::-1].copy()
-    return stored, geometry, aneurysms, head, pose, look, scanner
+    return RenderedSeries(stored, geometry, aneurysms, head, pose, look, scanner, vessels, grid.affine)
+
+
+def _slice_labels(occupancy: np.ndarray, labels: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Labels of thin sub-slices (``occupancy`` and ``labels`` of the thin grid) on the
+    acquisition grid of ``shape``: the label of each voxel's most filled sub-slice."""
+    if occupancy.shape == tuple(shape):
+        return labels
+    sub = occupancy.shape[0] // shape[0]
+    fullest = occupancy.reshape(shape[0], sub, *shape[1:]).argmax(axis=1)[:, None]
+    return np.take_along_axis(labels.reshape(shape[0], sub, *shape[1:]), fullest, axis=1)[:, 0]
 
 
 def _randomised_scanner(image: np.ndarray, grid: Grid, look: Appearance, scanner: Scanner, modality: str,
@@ -439,7 +471,7 @@ def _tissue(grid: Grid, pose: HeadPose, look: Appearance, modality: str, rng: np
 
 def generate_series(plan: SeriesPlan, series_root: str) -> dict:
     """Render and write one series; returns its train.csv row, localizer rows and manifest entry."""
-    stored, geometry, aneurysms, head, pose, look, scanner = render_series(plan)
+    stored, geometry, aneurysms, head, pose, look, scanner, vessels, grid_affine = render_series(plan)
     modality_tag = "CT" if plan.modality == "CTA" else "MR"
     header = SeriesHeader(
         modality=modality_tag,
@@ -458,6 +490,7 @@ def generate_series(plan: SeriesPlan, series_root: str) -> dict:
         rescale_intercept=-1024.0 if modality_tag == "CT" else 0.0,
         multiframe=plan.multiframe, transfer_syntax=plan.transfer_syntax, seed=("demo", plan.seed, plan.index),
     )
+    save_nifti(vessel_labels_path(Path(series_root).parent, plan.series_uid), vessels, grid_affine, dtype=np.uint8)
     sops = [p.stem for p in paths]
     localizers = []
     for aneurysm in aneurysms:

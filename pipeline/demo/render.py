@@ -86,15 +86,20 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], cells: i
     return upsample(rng.uniform(-1, 1, size=(cells, cells, cells)).astype(np.float32), shape)
 
 
-def render_tubes(grid: Grid, tubes: list[tuple[np.ndarray, np.ndarray]], chunk: int = 5) -> np.ndarray:
-    """Occupancy in [0, 1] of tubes given as (points (n, 3) patient mm, radii (n,))."""
+def render_tubes(grid: Grid, tubes: list[tuple[np.ndarray, np.ndarray]], chunk: int = 5,
+                 labels: list[int] | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Occupancy in [0, 1] of tubes given as (points (n, 3) patient mm, radii (n,)); with
+    ``labels`` (one positive integer per tube, at most 255) also the label map (uint8): each
+    voxel at least half inside a tube takes the label of the tube that fills it most."""
     occupancy = np.zeros(grid.shape, dtype=np.float32)
+    label_map = None if labels is None else np.zeros(grid.shape, dtype=np.uint8)
     edge = float(np.mean(grid.spacing[1:]))
-    for points, radii in tubes:
+    for number, (points, radii) in enumerate(tubes):
+        label = None if labels is None else labels[number]
         for start in range(0, len(points) - 1, chunk):
             piece = slice(start, min(start + chunk + 1, len(points)))
-            _render_segments(grid, occupancy, points[piece], radii[piece], edge)
-    return occupancy
+            _render_segments(grid, occupancy, points[piece], radii[piece], edge, label_map, label)
+    return occupancy if label_map is None else (occupancy, label_map)
 
 
 def render_spheres(grid: Grid, spheres: list[tuple[np.ndarray, float]]) -> np.ndarray:
@@ -107,8 +112,10 @@ def render_spheres(grid: Grid, spheres: list[tuple[np.ndarray, float]]) -> np.nd
     return occupancy
 
 
-def _render_segments(grid: Grid, occupancy: np.ndarray, points: np.ndarray, radii: np.ndarray, edge: float) -> None:
-    """Max-composite the occupancy of a short polyline (a capsule chain) into ``occupancy``."""
+def _render_segments(grid: Grid, occupancy: np.ndarray, points: np.ndarray, radii: np.ndarray, edge: float,
+                     label_map: np.ndarray | None = None, label: int | None = None) -> None:
+    """Max-composite the occupancy of a short polyline (a capsule chain) into ``occupancy``
+    (and ``label`` into ``label_map`` where it fills a voxel more than before, at least half)."""
     index = grid.to_index(points)
     pad = (radii.max() + 1.5 * edge) / grid.spacing
     low = np.maximum(np.floor(index.min(axis=0) - pad).astype(int), 0)
@@ -128,4 +135,7 @@ def _render_segments(grid: Grid, occupancy: np.ndarray, points: np.ndarray, radi
         radius = radii[k] + t * (radii[k + 1] - radii[k])
         np.maximum(best, 0.5 + (radius - distance) / edge, out=best)
     box = tuple(slice(l, h) for l, h in zip(low, high))
-    np.maximum(occupancy[box], np.clip(best, 0.0, 1.0), out=occupancy[box])
+    best = np.clip(best, 0.0, 1.0, out=best)
+    if label_map is not None:
+        np.copyto(label_map[box], np.uint8(label), where=(best >= 0.5) & (best > occupancy[box]))
+    np.maximum(occupancy[box], best, out=occupancy[box])

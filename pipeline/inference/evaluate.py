@@ -8,6 +8,11 @@ cube-level validation AUC of the best epoch, each series' probabilities, and the
 the detection challenges (sensitivity at 0.25, 0.5, 1 and 2 false positives per case; a
 candidate finds an aneurysm within its radius of the localizer).
 
+Scoring the held-out series also calibrates the model: Platt scaling of their raw
+``Aneurysm Present`` (`pipeline.model.calibration`) is stored in ``best.pt`` and reported
+under ``calibration_fit`` (the held-out figures themselves are the raw network's: they are
+the fit set). Test sets are then scored with the calibrated model.
+
 With ``--test-set DIR`` every series of another dataset (one the run never saw) is scored
 instead and the result goes to ``test_sets/<name>.json`` of the run, named after the
 dataset's phantom family and shift (``demo``, ``demo, calibre x0.7``, ``external``) or its
@@ -31,6 +36,8 @@ from pipeline.inference.predictor import Predictor
 from pipeline.io.rsna import read_localizers, read_train
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS
 from pipeline.metrics import froc, roc_auc, roc_curve, rsna_score
+from pipeline.model.calibration import fit_calibration
+from pipeline.model.checkpoint import write_calibration
 from pipeline.phantoms import aneurysm_diameters, family_label, read_family
 from pipeline.runs import RunFolder
 
@@ -66,46 +73,84 @@ def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: boo
         series = list(table.index)
     else:
         series = [uid for uid in split["validation"] if uid in table.index]
-    predictor = Predictor(folder.best, flip=flip)
+    predictor = Predictor(folder.best, flip=flip, calibrated=test_set)  # held-out series: the calibration's fit set
     localizers, _ = read_localizers(data_root)
     diameters = aneurysm_diameters(data_root)
     rows, skipped, start = [], {}, time.perf_counter()
     for done, uid in enumerate(series, start=1):
         try:
             prediction = predictor.predict(data_root / "series" / uid)
-            rows.append({"series_uid": uid, "modality": str(table.loc[uid, "Modality"]),
-                         **{name: prediction.probabilities[name] for name in LABEL_COLUMNS},
-                         "seconds": prediction.timings["total"],
-                         "candidates": [(c["position_mm"], c["probability"]) for c in prediction.candidates],
-                         "aneurysms": aneurysm_spheres(prediction.volume, localizers.get(uid, []),
-                                                       diameters.get(uid, {}))})
+            rows.append(prediction_row(prediction, uid, str(table.loc[uid, "Modality"]), localizers, diameters))
         except IngestError as exc:
             skipped[uid] = str(exc)
         if progress:
             progress(done, len(series))
+    result = {**scored_figures(rows, table), "skipped": skipped, "flip": flip,
+              "series_set": f"every series of {data_root}" if test_set else "the run's held-out series",
+              "cube_validation_auc": predictor.meta.validation_auc, "best_epoch": predictor.meta.epoch,
+              "seconds": round(time.perf_counter() - start, 2)}
+    family = read_family(data_root)
+    if test_set:
+        result.update(test_set=family_label(family, data_root), family=family, calibrated=bool(predictor.calibration))
+        folder.write_test_evaluation(result)
+    else:
+        labels = np.array([table.loc[r["series_uid"], ANEURYSM_PRESENT] for r in rows], dtype=float)
+        raw = np.array([r[ANEURYSM_PRESENT] for r in rows], dtype=float)
+        result["calibration_fit"] = calibrate_checkpoint(folder.best, labels, raw,
+                                                         np.array([r["modality"] for r in rows]))
+        folder.write_evaluation(result)
+    return result
+
+
+def prediction_row(prediction, uid: str, modality: str, localizers: dict, diameters: dict) -> dict:
+    """What an evaluation keeps of one series' prediction: its probabilities, candidates and
+    aneurysms (for the FROC)."""
+    return {"series_uid": uid, "modality": modality,
+            **{name: prediction.probabilities[name] for name in LABEL_COLUMNS},
+            "seconds": prediction.timings.get("total", 0.0),
+            "candidates": [(c["position_mm"], c["probability"]) for c in prediction.candidates],
+            "aneurysms": aneurysm_spheres(prediction.volume, localizers.get(uid, []), diameters.get(uid, {}))}
+
+
+def scored_figures(rows: list[dict], table) -> dict:
+    """The figures of an evaluation from its rows (`prediction_row`) and the train.csv table
+    (indexed by SeriesInstanceUID): the RSNA score, summaries, FROC, per modality, ROC,
+    calibration table and each series' probabilities."""
     truth = {name: np.array([table.loc[r["series_uid"], name] for r in rows], dtype=float) for name in LABEL_COLUMNS}
     predicted = {name: np.array([r[name] for r in rows], dtype=float) for name in LABEL_COLUMNS}
-    score = rsna_score(truth, predicted)
-    family = read_family(data_root)
-    result = {
-        **score,
-        "series": len(rows), "skipped": skipped, "flip": flip,
-        "series_set": f"every series of {data_root}" if test_set else "the run's held-out series",
+    return {
+        **rsna_score(truth, predicted),
+        "series": len(rows),
         **summary_figures(truth, predicted),
         "froc": froc_figures(rows),
         "per_modality": per_modality(rows, truth, predicted),
         "roc": roc_curve(truth[ANEURYSM_PRESENT], predicted[ANEURYSM_PRESENT]),
         "calibration": calibration_table(truth[ANEURYSM_PRESENT], predicted[ANEURYSM_PRESENT]),
-        "cube_validation_auc": predictor.meta.validation_auc, "best_epoch": predictor.meta.epoch,
         "predictions": [{k: v for k, v in r.items() if k not in ("candidates", "aneurysms")} for r in rows],
-        "seconds": round(time.perf_counter() - start, 2),
     }
-    if test_set:
-        result.update(test_set=family_label(family, data_root), family=family)
-        folder.write_test_evaluation(result)
-    else:
-        folder.write_evaluation(result)
-    return result
+
+
+def calibrate_checkpoint(checkpoint: Path, labels: np.ndarray, raw: np.ndarray,
+                         modalities: np.ndarray | None = None) -> dict:
+    """Fit the calibration on held-out series' raw Aneurysm Present and store it in
+    ``checkpoint``; what it does to them, overall and per modality (or why none could be
+    fitted, the checkpoint then left as it was)."""
+    try:
+        calibration = fit_calibration(labels, raw)
+    except ValueError as exc:
+        return {"fitted": False, "reason": str(exc)}
+    write_calibration(checkpoint, calibration)
+    calibrated = calibration.apply(raw)
+    negatives = labels == 0
+    modalities = np.full(len(labels), "") if modalities is None else np.asarray(modalities)
+    per_modality = {str(m): round(float(calibrated[negatives & (modalities == m)].mean()), 4)
+                    for m in dict.fromkeys(modalities[negatives].tolist()) if m}
+    return {"fitted": True, **calibration.to_dict(),
+            "negatives_mean_before": round(float(raw[negatives].mean()), 4),
+            "negatives_mean_after": round(float(calibrated[negatives].mean()), 4),
+            "positives_mean_after": round(float(calibrated[~negatives].mean()), 4),
+            "negatives_mean_after_per_modality": per_modality,
+            "table_after": calibration_table(labels, calibrated)}
 
 
 def aneurysm_spheres(volume, localizers: list, diameters: dict[str, list[float]]) -> list[tuple[list[float], float]]:

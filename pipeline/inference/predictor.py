@@ -10,7 +10,8 @@ One path serves the CLI (``python -m pipeline predict``), evaluation and the das
    every 16 voxels (12.8 mm) inside the head (`head_interior`), each taking the highest
    heatmap value within 8 voxels of it and the location probabilities of that cell;
 4. aggregate, the documented rule: ``Aneurysm Present`` is the highest window
-   probability; a location's probability is the highest, over windows, of
+   probability (calibrated on held-out series when the checkpoint has a calibration,
+   `pipeline.model.calibration`); a location's probability is the highest, over windows, of
    P(aneurysm at the window) x P(that location | aneurysm there);
 5. candidates: local maxima of the window probabilities, each placed on its window's best
    heatmap cell (4-voxel precision), maxima within 10 mm of a stronger one left out, given
@@ -32,6 +33,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -40,7 +42,8 @@ import torch.nn.functional as F
 
 from pipeline.io.dicom import DEFAULT_MAX_VOXELS
 from pipeline.io.image import read_image
-from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MIRROR_PERMUTATION
+from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MIRROR_PERMUTATION, MIRRORED_VESSEL_LABELS
+from pipeline.model.calibration import Calibration
 from pipeline.model.checkpoint import TrainedModel, load_checkpoint
 from pipeline.model.config import CENTRE_REACH, INPUT_MULTIPLE, OUTPUT_STRIDE
 from pipeline.model.locate import LocationPrior, head_centre
@@ -51,6 +54,11 @@ from pipeline.preprocess.transforms import preprocess
 from pipeline.volume import Volume
 
 STRIDE = INPUT_MULTIPLE  # one window per encoder cell (16 voxels); padding to windows also fits the encoder
+VESSEL_REACH = 2  # cells (8 voxels, 6.4 mm) around a window's best cell searched for a vessel
+# The channels a left-right mirror swaps, per map.
+MIRRORED_CHANNELS = {"location": MIRROR_PERMUTATION, "artery": tuple(v - 1 for v in MIRRORED_VESSEL_LABELS[1:])}
+VESSEL_EVIDENCE = ("gate", "artery")  # the uses of a vessel head's output (`Predictor`)
+ARTERY_FLOOR = 0.01  # keeps a location the artery head rules out from vanishing altogether
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "demo" / "best.pt"
 
 
@@ -98,6 +106,12 @@ class Predictor:
             in memory (`TrainedModel`: how training scores its held-out series).
         device: where the network runs (default: CUDA when there is one).
         flip: also score the left-right mirror and average (test-time augmentation).
+        calibrated: apply the checkpoint's calibration (if it has one) to the window
+            probabilities (`pipeline.model.calibration`); False gives the raw network output.
+        vessel_evidence: uses of a vessel head's output (ignored without one): ``"gate"``
+            multiplies each window's probability by the highest vessel probability within
+            6.4 mm of its peak (an aneurysm sits on a vessel); ``"artery"`` weighs its
+            location probabilities by those of the artery at its peak.
 
     Raises:
         FileNotFoundError: no file at ``checkpoint``.
@@ -105,7 +119,8 @@ class Predictor:
     """
 
     def __init__(self, checkpoint: str | os.PathLike | TrainedModel | None = None,
-                 device: str | torch.device | None = None, flip: bool = True):
+                 device: str | torch.device | None = None, flip: bool = True, calibrated: bool = True,
+                 vessel_evidence: tuple[str, ...] = ()):
         self.precision = choose_precision("auto", device)
         trained = checkpoint if isinstance(checkpoint, TrainedModel) else \
             load_checkpoint(checkpoint or SHIPPED_MODEL, self.precision.device)
@@ -114,6 +129,11 @@ class Predictor:
         self.preprocess = trained.meta.preprocess
         self.prior = trained.meta.location_prior
         self.flip = flip
+        self.calibration = trained.meta.calibration if calibrated else None
+        unknown = set(vessel_evidence) - set(VESSEL_EVIDENCE)
+        if unknown:
+            raise ValueError(f"unknown vessel evidence {sorted(unknown)}: choose from {', '.join(VESSEL_EVIDENCE)}")
+        self.vessel_evidence = tuple(vessel_evidence) if trained.meta.model.vessel_head else ()
 
     def predict(self, source, series_uid: str | None = None, max_voxels: int = DEFAULT_MAX_VOXELS,
                 modality: str | None = None) -> Prediction:
@@ -142,17 +162,24 @@ class Predictor:
         timings["total"] = time.perf_counter() - start
         return prediction
 
-    def predict_processed(self, processed: Volume, timings: dict | None = None) -> Prediction:
-        """Steps 3-5 on a volume already preprocessed with `self.preprocess`."""
+    def predict_processed(self, processed: Volume, timings: dict | None = None,
+                          scores: WindowScores | None = None) -> Prediction:
+        """Steps 3-5 on a volume already preprocessed with `self.preprocess` (``scores``: its
+        `score` when already computed, e.g. to compare uses of the vessel evidence)."""
         timings = {} if timings is None else timings
         network_start = time.perf_counter()
         windows = Windows.of(processed, self.preprocess)
-        presence, location, peaks = self.score(processed.array)
-        presence, location = presence[windows.inside], location[:, windows.inside]
+        scores = self.score(processed.array) if scores is None else scores
+        presence, location, peaks = scores.presence[windows.inside], scores.location[:, windows.inside], scores.peaks
+        if "gate" in self.vessel_evidence:
+            presence = presence * scores.vessel[windows.inside]
+        if "artery" in self.vessel_evidence:
+            location = location * (scores.artery[:len(LOCATIONS), windows.inside] + ARTERY_FLOOR)
+            location = location / location.sum(axis=0, keepdims=True)
         timings["network"] = time.perf_counter() - network_start
-        return aggregate(processed, windows, presence, location, peaks, self.prior, timings)
+        return aggregate(processed, windows, presence, location, peaks, self.prior, timings, self.calibration)
 
-    def score(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def score(self, array: np.ndarray) -> WindowScores:
         """See `score_volume`."""
         return score_volume(self.model, array, self.precision, self.flip)
 
@@ -179,12 +206,18 @@ class Windows:
 
 
 def aggregate(volume: Volume, windows: "Windows", presence: np.ndarray, location: np.ndarray, peaks: np.ndarray,
-              prior: LocationPrior | None, timings: dict) -> Prediction:
+              prior: LocationPrior | None, timings: dict, calibration: Calibration | None = None) -> Prediction:
     """Step 4 and 5 of the module's docstring: the 14 probabilities and the candidates from
-    the window scores (``presence`` (n,), ``location`` (13, n) of the windows inside)."""
+    the window scores (``presence`` (n,), ``location`` (13, n) of the windows inside). With a
+    ``calibration`` every window probability is calibrated; the candidates are the same
+    windows as without it (chosen on the network's own scale), their probabilities calibrated."""
     if prior is not None:  # where in the head each window is: see pipeline.model.locate
         offsets = (windows.centres - head_centre(windows.interior, windows.stride)) * np.asarray(volume.spacing)
         location = prior.combine(location, offsets)
+    raw = np.zeros(windows.grid)
+    raw[windows.inside] = presence
+    if calibration is not None:
+        presence = calibration.apply(presence)
     scores = np.zeros(windows.grid)
     scores[windows.inside] = presence
     locations = np.full((len(LOCATIONS), *windows.grid), 1.0 / len(LOCATIONS))
@@ -194,58 +227,81 @@ def aggregate(volume: Volume, windows: "Windows", presence: np.ndarray, location
     probabilities[ANEURYSM_PRESENT] = float(presence.max(initial=0.0))
     affine = volume.affine.copy()
     affine[:3, :3] = volume.affine[:3, :3] * STRIDE
-    candidates = _candidates(volume, scores, locations, peaks)
+    candidates = _candidates(volume, raw, locations, peaks, shown=scores)
     return Prediction(volume.series_uid, volume.modality, probabilities, candidates, scores, affine, volume,
                       timings, list(volume.warnings))
 
 
+class WindowScores(NamedTuple):
+    """`score_volume`'s output, per window of the grid (gz, gy, gx)."""
+
+    presence: np.ndarray  # (gz, gy, gx) the highest presence probability within the window's reach
+    location: np.ndarray  # (13, gz, gy, gx) location probabilities at that cell
+    peaks: np.ndarray  # (3, gz, gy, gx) the voxel that cell is centred on
+    vessel: np.ndarray | None = None  # (gz, gy, gx) the highest vessel probability within `VESSEL_REACH` of it
+    artery: np.ndarray | None = None  # (14, gz, gy, gx) artery probabilities (`VESSEL_LABELS`) at that cell
+
+
 @torch.no_grad()
-def score_volume(model, array: np.ndarray, precision: Precision,
-                 flip: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Presence (gz, gy, gx), location probabilities (13, gz, gy, gx) and peak voxels
-    (3, gz, gy, gx) of the windows centred on voxels 16 g of ``array``: the highest heatmap
-    value within `CENTRE_REACH` voxels, the location probabilities of that heatmap cell and
-    the voxel it is centred on. ``model`` in eval mode.
-    With ``flip``, averaged with the left-right mirror's heatmaps (mirrored back, Left and
-    Right swapped)."""
+def score_volume(model, array: np.ndarray, precision: Precision, flip: bool = False) -> WindowScores:
+    """The windows centred on voxels 16 g of ``array``: the highest heatmap value within
+    `CENTRE_REACH` voxels, the location probabilities of that heatmap cell and the voxel it is
+    centred on; for a model with a vessel head also the vessel evidence there. ``model`` in
+    eval mode. With ``flip``, averaged with the left-right mirror's maps (mirrored back, Left
+    and Right swapped)."""
     grid = [-(-n // STRIDE) for n in array.shape]
     tensor = torch.from_numpy(np.asarray(array, dtype=np.float32))
     tensor = F.pad(tensor, [p for g, n in zip(grid[::-1], array.shape[::-1]) for p in (0, STRIDE * g - n)])
-    presence, location = _heatmaps(model, tensor, precision)
+    maps = _heatmaps(model, tensor, precision)
     if flip:
         # Cell i of a pass is centred on voxel 4 i. One voxel of padding before the mirrored
         # volume puts its cell i on voxel 16 gx - 4 i of the original: the cell gx*4 - i.
-        mirrored = F.pad(tensor.flip(-1), (1, STRIDE - 1))
-        mirrored_presence, mirrored_location = _heatmaps(model, mirrored, precision)
-        cells = presence.shape[-1]
-        mirrored_presence = mirrored_presence[..., 1:cells + 1].flip(-1)
-        mirrored_location = mirrored_location[list(MIRROR_PERMUTATION)][..., 1:cells + 1].flip(-1)
-        presence, location = (presence + mirrored_presence) / 2, (location + mirrored_location) / 2
+        mirrored = _heatmaps(model, F.pad(tensor.flip(-1), (1, STRIDE - 1)), precision)
+        cells = maps["presence"].shape[-1]
+        for name, value in mirrored.items():
+            if name in MIRRORED_CHANNELS:
+                value = value[list(MIRRORED_CHANNELS[name])]
+            maps[name] = (maps[name] + value[..., 1:cells + 1].flip(-1)) / 2
+    presence = maps["presence"]
     # the window at voxel 16 g: the best cell within 8 voxels (cells 4 g - 2 ... 4 g + 2)
     reach = CENTRE_REACH // OUTPUT_STRIDE
     window, best = F.max_pool3d(presence[None, None], 2 * reach + 1, STRIDE // OUTPUT_STRIDE, reach,
                                 return_indices=True)
     window, best = window[0, 0], best[0, 0]
-    location = location.flatten(1)[:, best.flatten()].reshape(len(LOCATIONS), *best.shape)
-    peaks = np.stack(np.unravel_index(best.numpy(), presence.shape)) * OUTPUT_STRIDE
     box = tuple(slice(0, g) for g in grid)
-    return window[box].numpy(), location[(slice(None), *box)].numpy(), peaks[(slice(None), *box)]
+
+    def at_best(channels: torch.Tensor) -> np.ndarray:
+        return channels.flatten(1)[:, best.flatten()].reshape(len(channels), *best.shape)[(slice(None), *box)].numpy()
+
+    peaks = np.stack(np.unravel_index(best.numpy(), presence.shape)) * OUTPUT_STRIDE
+    vessel = artery = None
+    if "vessel" in maps:
+        near = F.max_pool3d(maps["vessel"][None, None], 2 * VESSEL_REACH + 1, 1, VESSEL_REACH)[0]
+        vessel, artery = at_best(near)[0], at_best(maps["artery"])
+    return WindowScores(window[box].numpy(), at_best(maps["location"]), peaks[(slice(None), *box)], vessel, artery)
 
 
-def _heatmaps(model, volume: torch.Tensor, precision: Precision) -> tuple[torch.Tensor, torch.Tensor]:
-    """Presence probabilities (d, h, w) and location probabilities (13, d, h, w) at stride 4."""
+def _heatmaps(model, volume: torch.Tensor, precision: Precision) -> dict[str, torch.Tensor]:
+    """Presence probabilities (d, h, w) and location probabilities (13, d, h, w) at stride 4;
+    with a vessel head also the vessel probability (d, h, w) and artery probabilities (14, d, h, w)."""
     volume = volume[None, None].to(precision.device).contiguous(memory_format=torch.channels_last_3d)
     with precision.context():
         output = model.dense(volume)
-    return (torch.sigmoid(output["presence"][0].float()).cpu(),
-            torch.softmax(output["location"][0].float(), dim=0).cpu())
+    maps = {"presence": torch.sigmoid(output["presence"][0].float()).cpu(),
+            "location": torch.softmax(output["location"][0].float(), dim=0).cpu()}
+    if "vessel" in output:
+        maps.update(vessel=torch.sigmoid(output["vessel"][0].float()).cpu(),
+                    artery=torch.softmax(output["artery"][0].float(), dim=0).cpu())
+    return maps
 
 
 def _candidates(volume: Volume, scores: np.ndarray, location: np.ndarray, peaks: np.ndarray, top: int = 5,
-                floor: float = 0.05, apart_mm: float = 10.0) -> list[dict]:
+                floor: float = 0.05, apart_mm: float = 10.0, shown: np.ndarray | None = None) -> list[dict]:
     """The ``top`` local maxima of the window probabilities (at least ``floor``), each placed
     on its window's best heatmap cell (a 4-voxel grid); a maximum within ``apart_mm`` of a
-    stronger one is the same finding and is left out."""
+    stronger one is the same finding and is left out. ``shown``: the probabilities given for
+    them (default ``scores``; the calibrated ones)."""
+    shown = scores if shown is None else shown
     tensor = torch.from_numpy(scores.astype(np.float32))[None, None]
     maxima = (F.max_pool3d(tensor, 3, stride=1, padding=1)[0, 0].numpy() == scores) & (scores >= floor)
     spacing = np.asarray(volume.spacing)
@@ -259,7 +315,7 @@ def _candidates(volume: Volume, scores: np.ndarray, location: np.ndarray, peaks:
         probabilities = location[(slice(None), *index)]
         best = int(np.argmax(probabilities))
         found.append({
-            "probability": round(float(scores[index]), 6),
+            "probability": round(float(shown[index]), 6),
             "location": LOCATIONS[best],
             "location_probability": round(float(probabilities[best]), 6),
             "position_mm": [round(float(v), 2) for v in patient],

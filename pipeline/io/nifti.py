@@ -94,18 +94,45 @@ def load_nifti(source, modality: str | None, max_voxels: int | None = None) -> V
                   info=info)
 
 
-def save_nifti(path: str | os.PathLike, array: np.ndarray, affine_zyx_lps: np.ndarray) -> Path:
-    """Write a (z, y, x) array with its LPS affine as NIfTI (float32; gzipped for ``.nii.gz``),
-    atomically. 3D Slicer, ITK and nibabel then place every voxel where this project does."""
+def load_label_map(path: str | os.PathLike) -> Volume:
+    """A label map (0 background, positive integers classes) as a `Volume` of uint8 values
+    with its affine to LPS (``modality`` "SEG").
+
+    Raises:
+        IngestError: not a readable 3-D NIfTI image, or values that are not labels 0-255.
+    """
+    import nibabel
+
+    name, image = _open(path, nibabel)
+    shape = tuple(int(n) for n in image.shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise IngestError(f"{name} holds an image of shape {shape}: a label map is 3-D.")
+    affine = _affine(image, name)
+    try:
+        data = np.asarray(image.dataobj)
+    except (OSError, ValueError, EOFError, gzip.BadGzipFile) as exc:
+        raise IngestError(f"{name} could not be read ({_first(exc)}).") from None
+    if not np.all(np.isfinite(data)) or data.min(initial=0) < 0 or data.max(initial=0) > 255 \
+            or not np.array_equal(data, np.round(data)):
+        raise IngestError(f"{name} is not a label map: its values are not whole numbers from 0 to 255.")
+    array = np.ascontiguousarray(data.astype(np.uint8).transpose(2, 1, 0))
+    return Volume(array=array, affine=RAS_TO_LPS @ affine @ IJK_FROM_KJI, modality="SEG", series_uid=_stem(name))
+
+
+def save_nifti(path: str | os.PathLike, array: np.ndarray, affine_zyx_lps: np.ndarray, dtype=np.float32) -> Path:
+    """Write a (z, y, x) array with its LPS affine as NIfTI (``dtype``, float32 by default;
+    gzipped for ``.nii.gz``), atomically, making its folder. 3D Slicer, ITK and nibabel then
+    place every voxel where this project does."""
     import nibabel
 
     from pipeline.files import temporary_beside
 
     path = Path(path)
     affine_ijk_ras = RAS_TO_LPS @ np.asarray(affine_zyx_lps, float) @ IJK_FROM_KJI
-    image = nibabel.Nifti1Image(np.asarray(array, np.float32).transpose(2, 1, 0), affine_ijk_ras)
+    image = nibabel.Nifti1Image(np.asarray(array, dtype).transpose(2, 1, 0), affine_ijk_ras)
     image.set_qform(affine_ijk_ras, code=1)  # scanner coordinates
     image.set_sform(affine_ijk_ras, code=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_beside(path, ".nii.gz" if path.name.endswith(".gz") else ".nii")
     try:
         nibabel.save(image, temporary)

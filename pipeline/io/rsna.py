@@ -1,4 +1,5 @@
-"""Reading a data folder in the RSNA layout: ``train.csv``, ``train_localizers.csv``, ``series/``."""
+"""Reading a data folder in the RSNA layout: ``train.csv``, ``train_localizers.csv``, ``series/``,
+and the optional vessel label maps ``segmentations/<uid>/<uid>_cowseg.nii[.gz]``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,25 @@ from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MODALITI
 # characters. Series UIDs become folder and file names: anything else (``../``, ``/``) is refused.
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 UID_LENGTH = 64
+
+
+SEGMENTATIONS = "segmentations"
+VESSEL_LABEL_SUFFIX = "_cowseg"
+
+
+def vessel_labels_path(root: str | Path, series_uid: str, gzipped: bool = True) -> Path:
+    """Where the vessel label map of a series goes in a data folder (the demo gzips it: a
+    label map is mostly zeros)."""
+    return Path(root) / SEGMENTATIONS / series_uid / f"{series_uid}{VESSEL_LABEL_SUFFIX}.nii{'.gz' * gzipped}"
+
+
+def find_vessel_labels(root: str | Path, series_uid: str) -> Path | None:
+    """The vessel label map of a series (``.nii`` as in the RSNA data, or ``.nii.gz``), if any."""
+    for gzipped in (False, True):
+        path = vessel_labels_path(root, series_uid, gzipped)
+        if path.is_file():
+            return path
+    return None
 
 
 def is_uid(text) -> bool:

@@ -7,7 +7,8 @@ tensors and strings, loadable with ``torch.load(path, weights_only=True)``:
 * ``meta``: a JSON string (`CheckpointMeta`): architecture, model configuration, label
   names, the preprocessing parameters the model was trained with (required: inference
   preprocesses with exactly these), the location prior, the training configuration, the
-  dataset manifest's hash, the epoch and its validation scores;
+  dataset manifest's hash, the epoch and its validation scores, and the calibration of the
+  aneurysm probability (`pipeline.model.calibration`) once ``evaluate --run`` fitted it;
 * in ``last.pt`` also what ``--resume`` continues from: ``optimizer``, ``scheduler``,
   ``epoch``, ``best_score``.
 
@@ -17,6 +18,7 @@ with `load_checkpoint`, which refuses what this version cannot use with one clea
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -30,6 +32,7 @@ import torch
 from pipeline import __version__
 from pipeline.files import temporary_beside
 from pipeline.labels import LABEL_COLUMNS, LOCATIONS
+from pipeline.model.calibration import Calibration
 from pipeline.model.locate import LocationPrior
 from pipeline.model.config import ModelConfig
 from pipeline.model.network import AneurysmNet
@@ -54,6 +57,7 @@ class CheckpointMeta:
     epoch: int
     validation_auc: float | None = None
     series_validation_score: float | None = None
+    calibration: Calibration | None = None  # fitted on the held-out series by `evaluate --run`
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -67,6 +71,7 @@ class CheckpointMeta:
             "location_prior": self.location_prior.to_dict() if self.location_prior else None,
             "train_config": self.train_config, "epoch": self.epoch, "validation_auc": self.validation_auc,
             "series_validation_score": self.series_validation_score,
+            "calibration": self.calibration.to_dict() if self.calibration else None,
         }
 
     @classmethod
@@ -92,7 +97,8 @@ class CheckpointMeta:
             return cls(ModelConfig.from_dict(values["model"]), PreprocessConfig.from_dict(values["preprocess"]),
                        LocationPrior.from_dict(prior) if prior else None, dict(values.get("train_config") or {}),
                        str(values.get("dataset_manifest_sha256", "")), int(values.get("epoch", 0)),
-                       values.get("validation_auc"), values.get("series_validation_score"))
+                       values.get("validation_auc"), values.get("series_validation_score"),
+                       Calibration.from_dict(values["calibration"]) if values.get("calibration") else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{path} has meta data this version cannot read ({exc}); train a new one.") from None
 
@@ -108,15 +114,26 @@ class TrainedModel:
 def save_checkpoint(path: Path, network: torch.nn.Module, meta: CheckpointMeta, **training_state) -> None:
     """Write a checkpoint atomically (a temporary file beside it, then a rename): a reader or a
     crash never sees half of one. ``training_state``: what ``last.pt`` adds for ``--resume``."""
-    path = Path(path)
+    _write(Path(path), {"model": network.state_dict(), "meta": meta.to_json(), **training_state})
+
+
+def _write(path: Path, checkpoint: dict) -> None:
     temporary = temporary_beside(path)
     buffer = io.BytesIO()  # torch's own file writer turns a full disk into a bare RuntimeError
-    torch.save({"model": network.state_dict(), "meta": meta.to_json(), **training_state}, buffer)
+    torch.save(checkpoint, buffer)
     try:
         temporary.write_bytes(buffer.getbuffer())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def write_calibration(path: str | os.PathLike, calibration: Calibration | None) -> None:
+    """Store (or with None remove) the calibration in a checkpoint's meta, atomically; the
+    weights and whatever else it holds stay as they are."""
+    checkpoint = read_checkpoint(path)
+    meta = dataclasses.replace(CheckpointMeta.from_json(checkpoint["meta"], path), calibration=calibration)
+    _write(Path(path), {**checkpoint, "meta": meta.to_json()})
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:

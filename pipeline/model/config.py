@@ -22,9 +22,12 @@ class ModelConfig(JsonConfig):
         blocks: residual blocks per stage.
         cube: side of the cube `AneurysmNet.forward` scores (the builder's cubes).
         first_stage: a residual stage of width w at the stem's resolution (the costliest one).
+        vessel_head: a vessel segmentation head beside the aneurysm heads (vessel-aware
+            training; checkpoints saved before it existed have none).
     """
 
     width: int = 16
     blocks: int = 1
     cube: int = 48
     first_stage: bool = True
+    vessel_head: bool = False

@@ -17,6 +17,8 @@ convolutions of width 2w, nearest upsampling, one 3x3x3 convolution) with a 1x1 
 ``width`` and ``blocks`` scale it: the default (16, 1 block per stage) has 0.93 M
 parameters and costs 0.37 G multiply-adds per 48-voxel cube (`model_size`); width 32 with two blocks per stage is the "credible on real
 data" setting. ``first_stage=False`` drops the stage at the stem's resolution (0.18 G multiply-adds).
+``vessel_head=True`` adds a 1x1 head that segments the vessels at stride 4 (vessel-aware
+training, `pipeline.training.loss`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.labels import LOCATIONS
+from pipeline.labels import LOCATIONS, VESSEL_LABELS
 from pipeline.model.config import CENTRE_REACH, INPUT_MULTIPLE, OUTPUT_STRIDE, ModelConfig
 
 
@@ -69,12 +71,16 @@ class AneurysmNet(nn.Module):
         self.smooth = nn.Sequential(nn.Conv3d(2 * w, 2 * w, 3, 1, 1, bias=False), nn.BatchNorm3d(2 * w),
                                     nn.ReLU(inplace=True))
         self.head = nn.Conv3d(2 * w, 1 + len(LOCATIONS), 1)
+        if config.vessel_head:  # vessel fraction of each cell and the artery it belongs to
+            self.vessel_head = nn.Conv3d(2 * w, 1 + len(VESSEL_LABELS), 1)
         for module in self.modules():
             if isinstance(module, nn.Conv3d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def dense(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Presence (N, d, h, w) and location (N, 13, d, h, w) logits at stride 4."""
+        """Presence (N, d, h, w) and location (N, 13, d, h, w) logits at stride 4; with the
+        vessel head also ``vessel`` (N, d, h, w), the logit of the share of each cell that
+        is vessel, and ``artery`` (N, 14, d, h, w) logits over `VESSEL_LABELS`."""
         if any(n % INPUT_MULTIPLE for n in x.shape[2:]):
             raise ValueError(f"input sizes {tuple(x.shape[2:])} must be multiples of {INPUT_MULTIPLE}")
         x = self.stem(x)
@@ -85,8 +91,13 @@ class AneurysmNet(nn.Module):
         top = self.lateral[2](stages[-1])  # the last three stages, at strides 16, 8 and 4
         top = F.interpolate(top, scale_factor=2, mode="nearest") + self.lateral[1](stages[-2])
         top = F.interpolate(top, scale_factor=2, mode="nearest") + self.lateral[0](stages[-3])
-        out = self.head(self.smooth(top))
-        return {"presence": out[:, 0], "location": out[:, 1:]}
+        features = self.smooth(top)
+        out = self.head(features)
+        maps = {"presence": out[:, 0], "location": out[:, 1:]}
+        if self.config.vessel_head:
+            vessels = self.vessel_head(features)
+            maps.update(vessel=vessels[:, 0], artery=vessels[:, 1:])
+        return maps
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """A cube's score: the highest presence within `CENTRE_REACH` voxels of its centre."""

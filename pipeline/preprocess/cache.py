@@ -4,8 +4,10 @@ A build writes every series it preprocessed to ``DATASETS/cache/preprocessed-KEY
 (KEY: `PreprocessConfig.key`), float16 values with the source geometry (each source image's
 position, orientation and pixel spacing, so localizers and candidates map back to the
 images); training draws its crops from these volumes and scores its held-out series on them.
-Each entry records a fingerprint of the series folder it was made from (`source_fingerprint`):
-a build reuses it only while the folder's files are unchanged. Files load with
+Each entry records a fingerprint of the series folder it was made from (`source_fingerprint`),
+and of its vessel label map if it has one: a build reuses it only while those files are
+unchanged. A series with a vessel label map also keeps it on the processed grid (uint8,
+`pipeline.preprocess.vessels`): the vessel-aware training's auxiliary target. Files load with
 ``np.load(..., allow_pickle=False)`` and are written atomically.
 """
 
@@ -23,6 +25,7 @@ from pipeline.preprocess.config import PreprocessConfig
 from pipeline.volume import SourceImage, Volume
 
 CACHE_DTYPE = np.float16
+VESSELS = "vessels"  # the member holding a volume's vessel labels
 UNREADABLE = (OSError, ValueError, KeyError, zipfile.BadZipFile)  # what a damaged cache file raises
 
 
@@ -51,20 +54,25 @@ class ProcessedCache:
         remove_leftovers(self.folder)
 
 
-def source_fingerprint(folder: str | os.PathLike) -> str:
-    """A digest of the name, size and modification time of every file under a series folder:
-    it changes when a file is added, removed, replaced or rewritten."""
+def source_fingerprint(folder: str | os.PathLike, also: str | os.PathLike | None = None) -> str:
+    """A digest of the name, size and modification time of every file under a series folder
+    (and of the file ``also``, its vessel label map): it changes when a file is added,
+    removed, replaced or rewritten."""
     folder = Path(folder)
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    files = [(p, p.relative_to(folder)) for p in sorted(p for p in folder.rglob("*") if p.is_file())]
+    for path, name in files + ([(Path(also), Path("vessel labels") / Path(also).name)] if also else []):
         stat = path.stat()
-        digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
-def save_processed(path: Path, volume: Volume, source: str = "") -> None:
+def save_processed(path: Path, volume: Volume, source: str = "", vessels: np.ndarray | None = None) -> None:
     """Write a processed volume (float16) and its source geometry to ``path``, atomically;
-    ``source``: the `source_fingerprint` of the folder it was read from."""
+    ``source``: the `source_fingerprint` of the folder it was read from; ``vessels``: its
+    vessel labels on the volume's grid (uint8), if it has any."""
+    if vessels is not None and vessels.shape != volume.shape:
+        raise ValueError(f"vessel labels of shape {vessels.shape} for a volume of shape {volume.shape}")
     keys = list(volume.sources)
     sources = [volume.sources[k] for k in keys]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +92,7 @@ def save_processed(path: Path, volume: Volume, source: str = "") -> None:
             column=np.array([s.column_cosine for s in sources]).reshape(-1, 3),
             pixel_spacing=np.array([s.pixel_spacing for s in sources]).reshape(-1, 2),
             source=np.array(source),
+            **({} if vessels is None else {VESSELS: vessels.astype(np.uint8, copy=False)}),
         )
         os.replace(temporary, path)
     finally:
@@ -108,6 +117,26 @@ def load_processed(path: Path) -> Volume:
             array=data["array"], affine=data["affine"], modality=str(data["modality"]),
             series_uid=str(data["series_uid"]), sources=sources, warnings=[str(w) for w in data["warnings"]],
         )
+
+
+def load_vessels(path: Path) -> np.ndarray | None:
+    """The vessel labels of a cached volume (uint8, its grid), None if it has none.
+
+    Raises:
+        one of `UNREADABLE`: the file is missing, truncated or not a cached volume.
+    """
+    with np.load(path, allow_pickle=False) as data:
+        return data[VESSELS] if VESSELS in data.files else None
+
+
+def has_vessels(path: Path) -> bool:
+    """Whether a cached volume has vessel labels (read from the file's directory only).
+
+    Raises:
+        one of `UNREADABLE`: the file is missing or not a zip archive.
+    """
+    with zipfile.ZipFile(path) as archive:
+        return f"{VESSELS}.npy" in archive.namelist()
 
 
 def cached_source(path: Path) -> str:

@@ -66,6 +66,8 @@ class TrainConfig(JsonConfig):
         learning_rate: the one-cycle schedule's peak; ``weight_decay``: AdamW's.
         validation_share: series held out, positive and negative series alike.
         location_weight: weight of the location cross-entropy beside the presence loss.
+        vessel_weight: weight of the vessel segmentation loss (a model with the vessel head;
+            crops of series without vessel labels add nothing).
         positive_radius_mm: heatmap target 1 within this distance of a localizer,
             ignored up to ``ignore_radius_mm``, 0 beyond.
         positive_crop_share: share of the crops from positive series drawn around an aneurysm.
@@ -77,7 +79,8 @@ class TrainConfig(JsonConfig):
         series_validation_epochs: the last epochs also score the held-out series whole (picks best.pt).
         cube_validation_every: epochs between cube validations (and the last epoch).
         augment: intensity and resolution augmentation of the crops.
-        model: the network's shape.
+        model: the network's shape; new runs have the vessel head (vessel-aware training,
+            measured in the README), which learns from the series with vessel label maps.
     """
 
     datasets: tuple[str, ...] = ()
@@ -89,6 +92,7 @@ class TrainConfig(JsonConfig):
     weight_decay: float = 1e-4
     validation_share: float = 0.25
     location_weight: float = 0.5
+    vessel_weight: float = 1.0
     positive_radius_mm: float = 4.0
     ignore_radius_mm: float = 10.0
     positive_crop_share: float = 0.75
@@ -100,7 +104,7 @@ class TrainConfig(JsonConfig):
     series_validation_epochs: int = 5
     cube_validation_every: int = 3
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(vessel_head=True))  # new runs: vessel-aware
 
     def validate(self) -> None:
         """Refuse a configuration no run could follow.

@@ -9,6 +9,10 @@ intensity augmentation are computed there too. A GPU stays fed that way, and the
 the same code (it replaced per-crop slicing, flips and copies, per-crop numpy targets and
 host-side noise). Intensity and resolution augmentation: `pipeline.training.augment`.
 
+Series whose cache entry has vessel labels (`pipeline.preprocess.vessels`) have them in a
+second flat uint8 tensor at the same offsets; a crop's labels are cut by the very same
+gather, and give the vessel head's targets (`vessel_targets`).
+
 Spatial augmentation moves the crop and its aneurysm points together, so the targets stay
 exact: a left-right flip half the time (x, array axis 2 of the canonical SPL orientation,
 is the patient's left-right axis: the Left and Right location labels swap with it), and for
@@ -24,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from pipeline.labels import MIRROR_PERMUTATION
+from pipeline.labels import MIRROR_PERMUTATION, MIRRORED_VESSEL_LABELS
 from pipeline.model.config import CENTRE_REACH, OUTPUT_STRIDE
-from pipeline.preprocess.cache import load_processed, processed_nbytes
+from pipeline.preprocess.cache import has_vessels, load_processed, load_vessels, processed_nbytes
 from pipeline.training.augment import augment
 from pipeline.training.config import TrainConfig
 
@@ -45,12 +50,16 @@ class VolumeBank:
         self.shapes = np.zeros((0, 3), np.int64)
         self.spacings = np.zeros((0, 3), float)
         self.data = torch.zeros(0, dtype=torch.float16, device=self.device)
+        self.vessels = torch.zeros(0, dtype=torch.uint8, device=self.device)  # empty when no series has labels
+        self.labelled = np.zeros(0, bool)  # (n,) the series has vessel labels
         self._nbytes: dict[str, int] = {}
 
     def nbytes(self, uid: str, path: Path) -> int:
-        """Bytes a series takes in the bank (read once from its file's header)."""
+        """Bytes a series takes in the bank, its vessel labels included (read once from its
+        file's header)."""
         if uid not in self._nbytes:
-            self._nbytes[uid] = processed_nbytes(path)
+            volume = processed_nbytes(path)
+            self._nbytes[uid] = volume + volume // 2 * has_vessels(path)
         return self._nbytes[uid]
 
     def working_set(self, paths: dict[str, Path], rng: np.random.Generator) -> list[str]:
@@ -72,30 +81,40 @@ class VolumeBank:
         if sorted(paths) == self.uids:
             return
         self.data = torch.zeros(0, dtype=torch.float16, device=self.device)  # free the old set first
+        self.vessels = torch.zeros(0, dtype=torch.uint8, device=self.device)
         with ThreadPoolExecutor(LOAD_THREADS) as pool:
             self.fill(pool.map(lambda uid: (uid, *_read_volume(paths[uid])), sorted(paths)),
-                      sum(self.nbytes(uid, path) for uid, path in paths.items()) // 2)
+                      sum(processed_nbytes(path) for path in paths.values()) // 2)
 
     def fill(self, volumes, voxels: int | None = None) -> None:
-        """Hold ``volumes``, an iterable of (uid, float16 array, spacing mm); ``voxels``, their
-        total when known, lets the tensor be allocated once and filled as they arrive."""
+        """Hold ``volumes``, an iterable of (uid, float16 array, spacing mm[, uint8 vessel
+        labels or None]); ``voxels``, their total when known, lets the tensors be allocated
+        once and filled as they arrive."""
         volumes = iter(volumes) if voxels is not None else list(volumes)
         if voxels is None:
-            voxels = sum(array.size for _, array, _ in volumes)
+            voxels = sum(entry[1].size for entry in volumes)
         self.data = torch.empty(voxels, dtype=torch.float16, device=self.device)
-        uids, offsets, shapes, spacings, offset = [], [], [], [], 0
-        for uid, array, spacing in volumes:
+        self.vessels = torch.zeros(0, dtype=torch.uint8, device=self.device)
+        uids, offsets, shapes, spacings, labelled, offset = [], [], [], [], [], 0
+        for uid, array, spacing, *rest in volumes:
+            vessels = rest[0] if rest else None
             self.data[offset:offset + array.size].copy_(torch.from_numpy(array.reshape(-1)))
+            if vessels is not None:
+                if not len(self.vessels):  # allocated with the first series that has labels
+                    self.vessels = torch.zeros(voxels, dtype=torch.uint8, device=self.device)
+                self.vessels[offset:offset + array.size].copy_(torch.from_numpy(vessels.reshape(-1)))
             uids.append(uid), offsets.append(offset), shapes.append(array.shape), spacings.append(spacing)
+            labelled.append(vessels is not None)
             offset += array.size
-        self.uids = uids
+        self.uids, self.labelled = uids, np.asarray(labelled, bool)
         self.offsets, self.shapes = np.asarray(offsets, np.int64), np.asarray(shapes, np.int64).reshape(-1, 3)
         self.spacings = np.asarray(spacings, float).reshape(-1, 3)
 
 
-def _read_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     volume = load_processed(path)
-    return np.ascontiguousarray(volume.array, dtype=np.float16), np.asarray(volume.spacing, float)
+    return (np.ascontiguousarray(volume.array, dtype=np.float16), np.asarray(volume.spacing, float),
+            load_vessels(path))
 
 
 @dataclass(frozen=True)
@@ -172,6 +191,25 @@ def plan_crops(bank: VolumeBank, aneurysms: Aneurysms, volumes: np.ndarray, arou
 def cut_crops(bank: VolumeBank, plans: CropPlans, size: int) -> torch.Tensor:
     """The planned crops (B, s, s, s) as float32 on the bank's device, 0 (the builder's fill)
     past a volume's edge: one gather, the orientation folded into its indices."""
+    index, inside = _gather_index(bank, plans, size)
+    crops = bank.data[index].float()
+    return crops if inside is None else crops * inside
+
+
+def cut_vessels(bank: VolumeBank, plans: CropPlans, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The vessel labels of the planned crops (B, s, s, s) uint8, cut like `cut_crops` (0 past
+    a volume's edge and for series without labels), and which crops have labels (B,) bool."""
+    labelled = _to_device(np.ascontiguousarray(bank.labelled[plans.volumes]), bank.device)
+    if not len(bank.vessels):
+        return torch.zeros((len(plans.volumes),) + (size,) * 3, dtype=torch.uint8, device=bank.device), labelled
+    index, inside = _gather_index(bank, plans, size)
+    labels = bank.vessels[index]
+    return (labels if inside is None else labels * inside), labelled
+
+
+def _gather_index(bank: VolumeBank, plans: CropPlans, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Flat bank indices of every voxel of the planned crops (B, s, s, s), and the mask of
+    those inside their volume (None when all are)."""
     shapes = bank.shapes[plans.volumes]
     strides = np.stack([shapes[:, 1] * shapes[:, 2], shapes[:, 2], np.ones(len(shapes), np.int64)], axis=1)
     steps = np.arange(size)
@@ -182,13 +220,29 @@ def cut_crops(bank: VolumeBank, plans: CropPlans, size: int) -> torch.Tensor:
     offsets[:, 0] += bank.offsets[plans.volumes][:, None]
     offsets = _to_device(offsets, bank.device)
     index = offsets[:, 0, :, None, None] + offsets[:, 1, None, :, None] + offsets[:, 2, None, None, :]
-    crops = bank.data[index].float()
-    if not inside.all():
-        mask = _to_device(inside, bank.device)
-        crops *= mask[:, 0, :, None, None] & mask[:, 1, None, :, None] & mask[:, 2, None, None, :]
-    return crops
+    if inside.all():
+        return index, None
+    mask = _to_device(inside, bank.device)
+    return index, mask[:, 0, :, None, None] & mask[:, 1, None, :, None] & mask[:, 2, None, None, :]
 
 
+def vessel_targets(labels: torch.Tensor, labelled: torch.Tensor, plans: CropPlans
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The vessel head's targets for crops' vessel labels (B, s, s, s) from `cut_vessels`:
+    the share of each output cell's 4x4x4 block (centred on its voxel) that is vessel
+    (B, c, c, c), the artery at the cell's voxel as an index of `VESSEL_LABELS` (-1: no vessel
+    there, or a rotated crop, whose left and right are unknown; Left and Right swapped in a
+    mirrored one), and each crop's weight (B,): 1 where its series has labels."""
+    cells = labels.shape[-1] // OUTPUT_STRIDE
+    vessel = (labels > 0).float()[:, None]
+    share = F.avg_pool3d(vessel, OUTPUT_STRIDE, OUTPUT_STRIDE, padding=OUTPUT_STRIDE // 2)[:, 0, :cells, :cells, :cells]
+    identity = (plans.axes == np.arange(3)).all(axis=1) & ~plans.flips[:, :2].any(axis=1)
+    mirrored = _to_device(np.ascontiguousarray(identity & plans.flips[:, 2]), labels.device)
+    table = torch.tensor(MIRRORED_VESSEL_LABELS, device=labels.device)
+    centre = labels[:, ::OUTPUT_STRIDE, ::OUTPUT_STRIDE, ::OUTPUT_STRIDE].long()
+    centre = torch.where(mirrored[:, None, None, None], table[centre], centre)
+    known = _to_device(np.ascontiguousarray(identity), labels.device)[:, None, None, None] & (centre > 0)
+    return share, torch.where(known, centre - 1, -1), labelled.float()
 def heatmap_targets(plans: CropPlans, size: int, positive_mm: float, ignore_mm: float,
                     device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Presence target, location label and weight of every output cell of the planned crops
@@ -219,11 +273,24 @@ def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor
 
 
-def draw_batch(bank: VolumeBank, aneurysms: Aneurysms, config: TrainConfig, rng: np.random.Generator):
-    """``batch_size`` augmented crops (B, 1, s, s, s) from the series the bank holds (whose
-    ``aneurysms`` are given), and their targets (B, c, c, c) each: presence, location (-1:
-    none), weight; all on the bank's device. Half the crops come from series with an
-    aneurysm; of those, ``positive_crop_share`` are drawn around one of their aneurysms."""
+@dataclass(frozen=True)
+class Batch:
+    """A batch of augmented training crops and their targets, on the bank's device."""
+
+    crops: torch.Tensor  # (B, 1, s, s, s)
+    label: torch.Tensor  # (B, c, c, c) presence target
+    location: torch.Tensor  # (B, c, c, c) location index, -1: none
+    weight: torch.Tensor  # (B, c, c, c) 0: ignored
+    vessel: torch.Tensor  # (B, c, c, c) share of the cell that is vessel
+    artery: torch.Tensor  # (B, c, c, c) `VESSEL_LABELS` index, -1: unknown
+    vessel_weight: torch.Tensor  # (B,) 1: the crop's series has vessel labels
+
+
+def draw_batch(bank: VolumeBank, aneurysms: Aneurysms, config: TrainConfig, rng: np.random.Generator) -> Batch:
+    """``batch_size`` augmented crops from the series the bank holds (whose ``aneurysms`` are
+    given), with their heatmap and vessel targets, all on the bank's device. Half the crops
+    come from series with an aneurysm; of those, ``positive_crop_share`` are drawn around one
+    of their aneurysms."""
     size = config.batch_size
     volumes = rng.integers(len(bank.uids), size=size)
     positive = np.flatnonzero(aneurysms.counts > 0)
@@ -234,5 +301,5 @@ def draw_batch(bank: VolumeBank, aneurysms: Aneurysms, config: TrainConfig, rng:
                       np.floor(rng.random(size) * counts).astype(np.int64), -1)
     plans = plan_crops(bank, aneurysms, volumes, around, config.crop, rng, config.symmetry_share)
     crops = augment(cut_crops(bank, plans, config.crop)[:, None], rng, config.augment)
-    return (crops, *heatmap_targets(plans, config.crop, config.positive_radius_mm, config.ignore_radius_mm,
-                                    bank.device))
+    targets = heatmap_targets(plans, config.crop, config.positive_radius_mm, config.ignore_radius_mm, bank.device)
+    return Batch(crops, *targets, *vessel_targets(*cut_vessels(bank, plans, config.crop), plans))

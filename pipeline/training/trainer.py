@@ -56,6 +56,7 @@ from pipeline.files import remove_leftovers, storage_error
 from pipeline.model.checkpoint import CheckpointMeta, TrainedModel, read_checkpoint, save_checkpoint
 from pipeline.model.network import AneurysmNet
 from pipeline.model.precision import Precision, choose_precision
+from pipeline.preprocess.cache import has_vessels
 from pipeline.runs import FAILED, FINISHED, RUNNING, STOPPED, RunFolder
 from pipeline.training.config import TrainConfig
 from pipeline.training.crops import Aneurysms, VolumeBank, draw_batch
@@ -194,7 +195,8 @@ class Trainer:
         self.folder.clear_stop()
         remove_leftovers(self.folder.path)  # checkpoints half-written by a killed run
         status = {"state": RUNNING, "pid": os.getpid(), "epoch": self.state.epoch, "epochs": self.config.epochs,
-                  "device": self.precision.device.type, "precision": self.precision.name, "started": time.time()}
+                  "device": self.precision.device.type, "precision": self.precision.name, "started": time.time(),
+                  "vessel_labelled_series": self.vessel_labelled_series()}
         self.folder.write_status(status)
         record: dict = {}
         try:
@@ -224,6 +226,12 @@ class Trainer:
             self._write_final_status(status)
         return record
 
+    def vessel_labelled_series(self) -> int | None:
+        """How many training series have vessel labels (None: the model has no vessel head)."""
+        if not self.config.model.vessel_head:
+            return None
+        return sum(has_vessels(path) for path in self.paths.values())
+
     def _write_final_status(self, status: dict) -> None:
         try:
             self.folder.write_status(status)
@@ -242,14 +250,14 @@ class Trainer:
         equivalents = config.crop ** 3 / config.model.cube ** 3  # 48-voxel cubes per crop, by voxels
         start, seen, losses = time.perf_counter(), 0, []
         for step in range(1, config.steps_per_epoch + 1):
-            crops, label, location, weight = draw_batch(self.bank, aneurysms, config, rng)
-            loss = heatmap_loss(state.model, crops.contiguous(memory_format=torch.channels_last_3d), label, location,
-                                weight, config, self.precision)
+            batch = draw_batch(self.bank, aneurysms, config, rng)
+            batch = dataclasses.replace(batch, crops=batch.crops.contiguous(memory_format=torch.channels_last_3d))
+            loss = heatmap_loss(state.model, batch, config, self.precision)
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             state.optimizer.step()
             state.scheduler.step()
-            seen += len(crops)
+            seen += len(batch.crops)
             losses.append(loss.detach())
             if step % STEP_LOG_EVERY == 0:
                 rate = seen / (time.perf_counter() - start)
