@@ -83,7 +83,7 @@ def _demo_data(args: argparse.Namespace) -> int:
             if args.out is None:
                 raise ValueError("--out is needed for the external family (the default folder holds the demo data)")
             summary = generate_external_data(args.out, n_series=demo_series(args), seed=args.seed,
-                                             workers=args.workers, progress=_progress_bar)
+                                             workers=args.workers, progress=_progress_bar, scheduler=args.scheduler)
         else:
             from pipeline.demo.generate import Shift, generate_demo_data
 
@@ -93,7 +93,7 @@ def _demo_data(args: argparse.Namespace) -> int:
                                  "data itself)")
             summary = generate_demo_data(args.out or demo_root(), n_series=demo_series(args),
                                          seed=args.seed, workers=args.workers, progress=_progress_bar, shift=shift,
-                                         randomised=args.randomise)
+                                         randomised=args.randomise, scheduler=args.scheduler)
     except (FileExistsError, ValueError, OSError) as exc:
         return _error(storage_error(exc, "writing the phantoms") or exc)
     _end_progress_bar()
@@ -143,6 +143,9 @@ BUILD_FLAGS = {"cube": "cube", "negatives": "negatives", "hard_share": "hard_sha
                "jitter": "jitter", "jitter_mm": "jitter_mm", "seed": "seed"}
 TRAIN_FLAGS = {"epochs": "epochs", "steps": "steps_per_epoch", "batch": "batch_size", "crop": "crop",
                "lr": "learning_rate", "seed": "seed", "precision": "precision"}
+SCHEDULER_HELP = ("run on Dask: local:N (a cluster of N worker processes for this command) or a scheduler "
+                  "address (tcp://host:8786; the data at the same paths on every worker); default "
+                  "ANEURYSM_DASK_SCHEDULER, else this machine's processes")
 MODEL_FLAGS = {"width": "width", "blocks": "blocks", "first_stage": "first_stage", "vessel_head": "vessel_head"}
 
 
@@ -186,7 +189,7 @@ def _build(args: argparse.Namespace) -> int:
 
     try:
         manifest = build_datasets(data, out, config, workers=args.workers, use_cache=not args.no_cache,
-                                  progress=progress)
+                                  progress=progress, scheduler=args.scheduler)
     except ValueError as exc:
         return _error(exc)
     if args.progress_json:
@@ -288,6 +291,23 @@ def _predict(args: argparse.Namespace) -> int:
     print("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in prediction.timings.items()))
     for warning in prediction.warnings:
         print(f"warning: {warning}")
+    return 0
+
+
+def _predict_all(args: argparse.Namespace) -> int:
+    from pipeline.inference.batch import failures_path, predict_all
+    from pipeline.model.checkpoint import CheckpointError
+
+    try:
+        summary = predict_all(args.data, args.out, args.model, workers=args.workers,
+                              progress=lambda done, total, uid: _progress_bar(done, total), scheduler=args.scheduler)
+    except (FileNotFoundError, ValueError, CheckpointError) as exc:
+        return _error(exc)
+    _end_progress_bar()
+    out = Path(args.out)
+    print(f"{summary['series']} series in {out}: {summary['scored']} scored now, {summary['already_done']} already "
+          f"there, {summary['fell_back']} given the fallback (reasons in {failures_path(out)}), "
+          f"in {summary['seconds']:.1f} s")
     return 0
 
 
@@ -411,12 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"number of series (default {DEMO_SERIES_DEFAULT}; external {EXTERNAL_SERIES_DEFAULT})")
     demo.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     demo.add_argument("--workers", type=int, default=None, help="processes (default: cores, at most 4)")
+    demo.add_argument("--scheduler", help=SCHEDULER_HELP)
     demo.set_defaults(handler=_demo_data)
 
     build = commands.add_parser("build", help="cut 48-voxel training cubes into one .npz per modality")
     build.add_argument("--data", help="data folder in the RSNA layout (default: ANEURYSM_DATA, else the demo data)")
     build.add_argument("--out", help="output folder (default: data/datasets)")
     build.add_argument("--workers", type=int, default=None, help="processes (default: cores, at most 4)")
+    build.add_argument("--scheduler", help=SCHEDULER_HELP)
     build.add_argument("--config", metavar="FILE", help="a BuildConfig as JSON (what the dashboard passes); "
                                                         "the flags below override its values")
     build_defaults = BuildConfig()
@@ -477,6 +499,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="score the volume once, without averaging with its left-right mirror (twice as fast)")
     predict.add_argument("--json", action="store_true", help="one JSON object on standard output")
     predict.set_defaults(handler=_predict)
+
+    predict_all = commands.add_parser("predict-all", help="score every series of a data folder into the challenge's "
+                                                         "submission table (resumable)")
+    predict_all.add_argument("data", help="a data folder (series/<SeriesInstanceUID>/...), or a folder of series folders")
+    predict_all.add_argument("--out", required=True, help="the CSV table (SeriesInstanceUID and the 14 columns); an "
+                                                          "existing one is continued")
+    predict_all.add_argument("--model", help="checkpoint (default: the shipped demo model)")
+    predict_all.add_argument("--workers", type=int, default=1,
+                             help="processes, each with its own copy of the model (default 1)")
+    predict_all.add_argument("--scheduler", help=SCHEDULER_HELP)
+    predict_all.set_defaults(handler=_predict_all)
 
     evaluate = commands.add_parser("evaluate", help="score a run's held-out series with the RSNA metric")
     evaluate.add_argument("--run", required=True)

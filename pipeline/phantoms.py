@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,7 +29,7 @@ import numpy as np
 from pipeline.files import remove_leftovers, temporary_beside, write_json
 from pipeline.io.dicomwriter import SeriesGeometry
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS, MODALITIES
-from pipeline.pool import process_pool, queue_cancelled_on_error
+from pipeline.executor import executor, say
 
 TRAIN_COLUMNS = ["SeriesInstanceUID", "PatientAge", "PatientSex", "Modality", *LABEL_COLUMNS]
 LOCALIZER_COLUMNS = ["SeriesInstanceUID", "SOPInstanceUID", "coordinates", "location"]
@@ -180,6 +179,7 @@ def write_phantom_dataset(
     header: dict,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    scheduler: str | None = None,
 ) -> PhantomSummary:
     """Write a family's series into ``out`` (which must not exist yet, or be empty), atomically.
 
@@ -194,6 +194,8 @@ def write_phantom_dataset(
         header: the manifest's family record (``family``, ``generator``, ``seed``, ...).
         workers: processes (default: the number of cores, at most 4).
         progress: called with (series done, total) after each series.
+        scheduler: a Dask scheduler (`pipeline.executor`; workers write into ``out``'s
+            hidden sibling, so on a cluster it must be on a shared file system).
     """
     start = time.perf_counter()
     out = Path(out)
@@ -204,22 +206,14 @@ def write_phantom_dataset(
     partial = temporary_beside(out)
     shutil.rmtree(partial, ignore_errors=True)
     (partial / "series").mkdir(parents=True)
-    workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(plans)))
     results: dict[int, dict] = {}
     try:
-        if workers == 1:
-            for done, plan in enumerate(plans, start=1):
-                results[plan.index] = generate_series(plan, str(partial / "series"))
+        with executor(scheduler, workers, announce=say) as run:
+            tasks = [(generate_series, plan, str(partial / "series")) for plan in plans]
+            for done, (position, result) in enumerate(run(_generate, tasks), start=1):
+                results[plans[position].index] = result
                 if progress:
                     progress(done, len(plans))
-        else:
-            with process_pool(workers) as pool:
-                futures = {pool.submit(generate_series, plan, str(partial / "series")): plan.index for plan in plans}
-                with queue_cancelled_on_error(futures):
-                    for done, future in enumerate(as_completed(futures), start=1):
-                        results[futures[future]] = future.result()
-                        if progress:
-                            progress(done, len(plans))
         _write_tables(partial, [results[i] for i in sorted(results)], header)
         try:
             if out.exists():
@@ -234,6 +228,11 @@ def write_phantom_dataset(
         n_files=sum(r["manifest"]["files"] for r in results.values()), seconds=time.perf_counter() - start,
         per_modality={m: sum(p.modality == m for p in plans) for m in MODALITIES},
     )
+
+
+def _generate(task: tuple) -> dict:
+    generate_series, plan, series_root = task
+    return generate_series(plan, series_root)
 
 
 def _write_tables(root: Path, results: list[dict], header: dict) -> None:

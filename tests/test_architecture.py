@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = {"pipeline", "pipeline.config", "pipeline.errors", "pipeline.files", "pipeline.labels", "pipeline.metrics",
-          "pipeline.pool", "pipeline.volume", "pipeline.runs"}
+          "pipeline.pool", "pipeline.executor", "pipeline.volume", "pipeline.runs"}
 # stage -> the stages it may import (besides itself and the shared modules)
 STAGES = {
     "pipeline.io": set(),

@@ -14,7 +14,7 @@ from pipeline.inference.predictor import Predictor
 from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS
 from pipeline.metrics import roc_auc
 from pipeline.model.calibration import Calibration, fit_calibration, log_loss
-from pipeline.model.checkpoint import load_checkpoint, read_checkpoint, write_calibration
+from pipeline.model.checkpoint import load_checkpoint, read_checkpoint, update_meta
 from tests.helpers import unseen_dataset
 
 
@@ -56,7 +56,7 @@ def test_the_checkpoint_keeps_the_calibration_and_inference_applies_it_to_every_
     shutil.copy(trained / "best.pt", path)
     weights = read_checkpoint(path)["model"]
     calibration = Calibration(slope=0.5, intercept=-2.0, series=40, positives=16)
-    write_calibration(path, calibration)
+    update_meta(path, calibration=calibration)
     assert load_checkpoint(path).meta.calibration == calibration
     assert all(torch.equal(weights[k], v) for k, v in read_checkpoint(path)["model"].items())  # weights untouched
 
@@ -70,7 +70,7 @@ def test_the_checkpoint_keeps_the_calibration_and_inference_applies_it_to_every_
         float(calibration.apply(raw.probabilities[ANEURYSM_PRESENT])), rel=1e-5)
     assert all(calibrated.probabilities[name] <= calibrated.probabilities[ANEURYSM_PRESENT] + 1e-9 for name in LOCATIONS)
     assert np.allclose(calibrated.heatmap[raw.heatmap > 0], calibration.apply(raw.heatmap[raw.heatmap > 0]))
-    write_calibration(path, None)
+    update_meta(path, calibration=None)
     assert load_checkpoint(path).meta.calibration is None
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import time
 import zipfile
-from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,7 +39,7 @@ from pipeline.files import remove_leftovers, storage_error, temporary_beside
 from pipeline.io.dicom import load_series
 from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
 from pipeline.phantoms import VALIDATION_ONLY, read_family
-from pipeline.pool import process_pool, queue_cancelled_on_error
+from pipeline.executor import executor, in_order, say
 from pipeline.io.rsna import Localizer, find_vessel_labels, read_localizers, read_train, unknown_modality
 from pipeline.io.nifti import load_label_map
 from pipeline.preprocess.cache import (UNREADABLE, ProcessedCache, cached_source, has_vessels, load_processed,
@@ -280,6 +279,7 @@ def build_datasets(
     workers: int | None = None,
     progress: Callable[[int, int, SeriesResult], None] | None = None,
     use_cache: bool = True,
+    scheduler: str | None = None,
 ) -> dict:
     """Build one ``.npz`` per modality from a data folder; returns the manifest.
 
@@ -290,6 +290,8 @@ def build_datasets(
         workers: processes (default: cores, at most 4); 1 runs in this process.
         progress: called with (series done, total, that series' result).
         use_cache: reuse and fill the cache of preprocessed volumes (``out/cache``).
+        scheduler: a Dask scheduler (`pipeline.executor`: ``local:N`` or an address; default
+            ``ANEURYSM_DASK_SCHEDULER``, else this machine's pool of ``workers``).
     """
     start = time.perf_counter()
     config = config or BuildConfig()
@@ -306,7 +308,7 @@ def build_datasets(
     outcomes: dict[str, dict] = {}
     try:
         writers = {m: _ModalityWriter(out, DATASET_FILES[m], config.cube) for m in config.modalities}
-        for done, result in enumerate(_run(tasks, workers), start=1):
+        for done, result in enumerate(_run(tasks, workers, scheduler), start=1):
             outcomes[result.series_uid] = result.outcome()
             if result.status == "ok":
                 writers[result.modality].add(result)
@@ -368,23 +370,11 @@ def _tasks(data_root: Path, out: Path, config: BuildConfig, use_cache: bool) -> 
     return tasks, problems
 
 
-def _run(tasks: list[SeriesTask], workers: int | None):
-    """Results in task order (memory stays bounded: results are consumed as they come)."""
-    workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(tasks) or 1))
-    if workers == 1:
-        for task in tasks:
-            yield process_series(task)
-        return
-    with process_pool(workers) as pool:
-        futures = {pool.submit(process_series, task): index for index, task in enumerate(tasks)}
-        pending: dict[int, SeriesResult] = {}
-        next_index = 0
-        with queue_cancelled_on_error(futures):
-            for future in as_completed(futures):
-                pending[futures[future]] = future.result()
-                while next_index in pending:
-                    yield pending.pop(next_index)
-                    next_index += 1
+def _run(tasks: list[SeriesTask], workers: int | None, scheduler: str | None = None):
+    """Results in task order (memory stays bounded: results are consumed as they come), on
+    this machine's pool or a Dask cluster (`pipeline.executor`)."""
+    with executor(scheduler, workers, announce=say) as run:
+        yield from in_order(run(process_series, tasks))
 
 
 def _counts(modality: str, writer: _ModalityWriter) -> dict:

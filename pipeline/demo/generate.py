@@ -528,6 +528,7 @@ def generate_demo_data(
     only: Collection[str] | None = None,
     shift: Shift = Shift(),
     randomised: bool = False,
+    scheduler: str | None = None,
 ) -> PhantomSummary:
     """Write the demo dataset into ``out`` (which must not exist yet), atomically
     (`pipeline.phantoms.write_phantom_dataset`).
@@ -542,10 +543,11 @@ def generate_demo_data(
             held-out series; the tables then list only them.
         shift: a controlled change of the family (`Shift`); the identity by default.
         randomised: domain randomisation (wide ranges of anatomy, contrast and scanner).
+        scheduler: a Dask scheduler (`pipeline.executor`); default this machine's processes.
     """
     plans = plan_dataset(n_series, seed, shift=shift, randomised=randomised)
     if only is not None:
         plans = [plan for plan in plans if plan.series_uid in set(only)]
     header = {"family": "demo", "generator": "pipeline.demo", "version": __version__, "seed": seed,
               "shift": shift.changes(), **({"randomised": True} if randomised else {})}
-    return write_phantom_dataset(out, plans, generate_series, header, workers, progress)
+    return write_phantom_dataset(out, plans, generate_series, header, workers, progress, scheduler)

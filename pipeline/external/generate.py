@@ -219,15 +219,16 @@ def generate_external_series(plan: ExternalPlan, series_root: str) -> dict:
 
 def generate_external_data(out: str | os.PathLike, n_series: int = EXTERNAL_SERIES, seed: int = 0,
                            workers: int | None = None, progress: Callable[[int, int], None] | None = None,
-                           only: Collection[str] | None = None) -> PhantomSummary:
+                           only: Collection[str] | None = None, scheduler: str | None = None) -> PhantomSummary:
     """Write the external validation set into ``out`` (must not exist yet, or be empty), atomically.
 
     Args:
         only: write just these series (SeriesInstanceUIDs) of the set; the tables list only them.
+        scheduler: a Dask scheduler (`pipeline.executor`); default this machine's processes.
     """
     plans = plan_external(n_series, seed)
     if only is not None:
         plans = [plan for plan in plans if plan.series_uid in set(only)]
     header = {"family": FAMILY, "generator": "pipeline.external", "version": __version__, "seed": seed,
               VALIDATION_ONLY: True}
-    return write_phantom_dataset(out, plans, generate_external_series, header, workers, progress)
+    return write_phantom_dataset(out, plans, generate_external_series, header, workers, progress, scheduler)

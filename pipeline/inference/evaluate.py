@@ -37,7 +37,7 @@ from pipeline.io.rsna import read_localizers, read_train
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS
 from pipeline.metrics import froc, roc_auc, roc_curve, rsna_score
 from pipeline.model.calibration import fit_calibration
-from pipeline.model.checkpoint import write_calibration
+from pipeline.model.checkpoint import update_meta
 from pipeline.phantoms import aneurysm_diameters, family_label, read_family
 from pipeline.runs import RunFolder
 
@@ -139,7 +139,7 @@ def calibrate_checkpoint(checkpoint: Path, labels: np.ndarray, raw: np.ndarray,
         calibration = fit_calibration(labels, raw)
     except ValueError as exc:
         return {"fitted": False, "reason": str(exc)}
-    write_calibration(checkpoint, calibration)
+    update_meta(checkpoint, calibration=calibration)
     calibrated = calibration.apply(raw)
     negatives = labels == 0
     modalities = np.full(len(labels), "") if modalities is None else np.asarray(modalities)

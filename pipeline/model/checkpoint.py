@@ -8,7 +8,8 @@ tensors and strings, loadable with ``torch.load(path, weights_only=True)``:
   names, the preprocessing parameters the model was trained with (required: inference
   preprocesses with exactly these), the location prior, the training configuration, the
   dataset manifest's hash, the epoch and its validation scores, and the calibration of the
-  aneurysm probability (`pipeline.model.calibration`) once ``evaluate --run`` fitted it;
+  aneurysm probability (`pipeline.model.calibration`) once ``evaluate --run`` fitted it, and
+  the share of the training series with each label (predict-all's fallback);
 * in ``last.pt`` also what ``--resume`` continues from: ``optimizer``, ``scheduler``,
   ``epoch``, ``best_score``.
 
@@ -58,6 +59,7 @@ class CheckpointMeta:
     validation_auc: float | None = None
     series_validation_score: float | None = None
     calibration: Calibration | None = None  # fitted on the held-out series by `evaluate --run`
+    label_prevalence: dict[str, float] | None = None  # share of the training series with each label
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -72,6 +74,7 @@ class CheckpointMeta:
             "train_config": self.train_config, "epoch": self.epoch, "validation_auc": self.validation_auc,
             "series_validation_score": self.series_validation_score,
             "calibration": self.calibration.to_dict() if self.calibration else None,
+            "label_prevalence": self.label_prevalence,
         }
 
     @classmethod
@@ -98,9 +101,18 @@ class CheckpointMeta:
                        LocationPrior.from_dict(prior) if prior else None, dict(values.get("train_config") or {}),
                        str(values.get("dataset_manifest_sha256", "")), int(values.get("epoch", 0)),
                        values.get("validation_auc"), values.get("series_validation_score"),
-                       Calibration.from_dict(values["calibration"]) if values.get("calibration") else None)
+                       Calibration.from_dict(values["calibration"]) if values.get("calibration") else None,
+                       _prevalence(values.get("label_prevalence")))
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{path} has meta data this version cannot read ({exc}); train a new one.") from None
+
+
+def _prevalence(values) -> dict[str, float] | None:
+    if values is None:
+        return None
+    if not isinstance(values, dict) or not all(isinstance(values.get(n), (int, float)) for n in LABEL_COLUMNS):
+        raise ValueError("label_prevalence is not a share per label")
+    return {name: float(values[name]) for name in LABEL_COLUMNS}
 
 
 @dataclass
@@ -128,11 +140,11 @@ def _write(path: Path, checkpoint: dict) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def write_calibration(path: str | os.PathLike, calibration: Calibration | None) -> None:
-    """Store (or with None remove) the calibration in a checkpoint's meta, atomically; the
-    weights and whatever else it holds stay as they are."""
+def update_meta(path: str | os.PathLike, **changes) -> None:
+    """Change fields of a checkpoint's meta (`CheckpointMeta`: its calibration, its label
+    prevalence), atomically; the weights and whatever else it holds stay as they are."""
     checkpoint = read_checkpoint(path)
-    meta = dataclasses.replace(CheckpointMeta.from_json(checkpoint["meta"], path), calibration=calibration)
+    meta = dataclasses.replace(CheckpointMeta.from_json(checkpoint["meta"], path), **changes)
     _write(Path(path), {**checkpoint, "meta": meta.to_json()})
 
 

@@ -53,6 +53,7 @@ import torch
 
 from pipeline.errors import StorageError
 from pipeline.files import remove_leftovers, storage_error
+from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS
 from pipeline.model.checkpoint import CheckpointMeta, TrainedModel, read_checkpoint, save_checkpoint
 from pipeline.model.network import AneurysmNet
 from pipeline.model.precision import Precision, choose_precision
@@ -113,6 +114,15 @@ def prepare_run(config: TrainConfig | None, folder: RunFolder, resume: bool) -> 
     folder.write_config(config.to_dict())
     folder.write_split(split)
     return config, split
+
+
+def label_prevalence(series: list[str], locations: dict[str, np.ndarray]) -> dict[str, float]:
+    """The share of ``series`` with an aneurysm, and with one at each location (``locations``:
+    the location indices of each positive series' aneurysms)."""
+    count = max(len(series), 1)
+    held = [set(np.asarray(locations.get(uid, ()), dtype=int).tolist()) for uid in series]
+    shares = {name: round(sum(i in h for h in held) / count, 4) for i, name in enumerate(LOCATIONS)}
+    return {**shares, ANEURYSM_PRESENT: round(sum(bool(h) for h in held) / count, 4)}
 
 
 def bank_budget(device: torch.device) -> int:
@@ -293,7 +303,8 @@ class Trainer:
 
     def meta(self, epoch: int, validation_auc: float | None) -> CheckpointMeta:
         return CheckpointMeta(self.config.model, self.data.preprocess, self.data.location_prior,
-                              self.config.to_dict(), self.data.manifest_sha256, epoch, validation_auc)
+                              self.config.to_dict(), self.data.manifest_sha256, epoch, validation_auc,
+                              label_prevalence=label_prevalence(self.split["train"], self.data.aneurysm_locations))
 
     def log(self, record: dict) -> None:
         self.folder.append_metrics(record)

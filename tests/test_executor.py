@@ -1,0 +1,88 @@
+"""Past one machine (pipeline.executor): a build on a Dask LocalCluster gives the datasets of the
+local pool, a worker killed mid-build changes nothing, predict-all runs there too, and a bad
+scheduler is one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.__main__ import main
+from pipeline.dataset.build import build_datasets
+from pipeline.dataset.store import DATASET_FILES
+from tests.conftest import BUILD_CONFIG
+
+COMPARED = ("cubes", "labels", "positions", "patient_ids", "centres_voxel", "kinds")
+
+
+def _same_datasets(first, second) -> None:
+    for name in DATASET_FILES.values():
+        with np.load(first / name, allow_pickle=False) as a, np.load(second / name, allow_pickle=False) as b:
+            for key in COMPARED:
+                assert np.array_equal(a[key], b[key]), (name, key)
+
+
+def test_a_build_on_a_two_worker_local_cluster_gives_the_local_datasets(built, tmp_path, capsys):
+    root, local, _, _ = built
+    manifest = build_datasets(root, tmp_path / "dask", BUILD_CONFIG, scheduler="local:2", use_cache=False)
+    assert all(outcome["status"] == "ok" for outcome in manifest["series"].values())
+    _same_datasets(local, tmp_path / "dask")
+    assert "2 Dask workers at tcp://" in capsys.readouterr().err  # where it ran, with the dashboard's link
+
+
+def test_a_worker_killed_during_a_dask_build_changes_nothing(built, tmp_path):
+    from distributed import Client, LocalCluster
+
+    root, local, _, _ = built
+    killed = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        def kill_one_while_busy():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                busy = [worker for worker, tasks in client.processing().items() if tasks]
+                if busy:
+                    pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=kill_one_while_busy)
+        killer.start()
+        manifest = build_datasets(root, tmp_path / "dask", BUILD_CONFIG, scheduler=cluster.scheduler_address,
+                                  use_cache=False)
+        killer.join()
+    assert killed, "no worker was busy to be killed"
+    assert all(outcome["status"] == "ok" for outcome in manifest["series"].values())
+    _same_datasets(local, tmp_path / "dask")  # every series once: nothing lost, nothing twice
+
+
+def test_predict_all_on_a_local_cluster_writes_the_table_of_the_local_run(demo, trained, tmp_path):
+    from pipeline.inference.batch import predict_all
+
+    predict_all(demo[0], tmp_path / "local.csv", trained / "best.pt")
+    summary = predict_all(demo[0], tmp_path / "dask.csv", trained / "best.pt", scheduler="local:2")
+    assert summary["scored"] == len(demo[2]["series"])
+    assert (tmp_path / "dask.csv").read_text() == (tmp_path / "local.csv").read_text()
+
+
+@pytest.mark.parametrize("scheduler, message", [("local:x", "write local:N"), ("local:0", "write local:N")])
+def test_a_bad_scheduler_is_refused_in_one_line(built, tmp_path, capsys, scheduler, message):
+    assert main(["build", "--data", str(built[0]), "--out", str(tmp_path / "o"), "--scheduler", scheduler]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and message in error[0]
+
+
+def test_the_scheduler_comes_from_the_environment_when_not_given(monkeypatch):
+    from pipeline.executor import SCHEDULER_ENV, chosen_scheduler
+
+    monkeypatch.setenv(SCHEDULER_ENV, "tcp://cluster:8786")
+    assert chosen_scheduler(None) == "tcp://cluster:8786" and chosen_scheduler("local:2") == "local:2"
+    monkeypatch.delenv(SCHEDULER_ENV)
+    assert chosen_scheduler(None) is None
