@@ -169,6 +169,7 @@ def validation(records: list[dict]) -> go.Figure | None:
     long["measure"] = long["measure"].map(VALIDATION_MEASURES)
     figure = px.line(long, x="epoch", y="value", color="measure", markers=True, title="Validation",
                      color_discrete_sequence=[MUTED, ACCENT], range_y=[0, 1], labels={"value": "", "measure": ""})
+    figure.update_xaxes(tickformat="d", dtick=max(1, round(int(long["epoch"].max()) / 10)))  # whole epochs only
     return style(figure)
 
 

@@ -90,6 +90,8 @@ def evaluate(run: RunFolder, data_root: Path) -> tuple[int, str]:
     result = subprocess.run([sys.executable, "-m", "pipeline", "evaluate", "--run", str(run.path),
                              "--data", str(data_root)], cwd=PROJECT_ROOT, capture_output=True, text=True)
     lines = (result.stdout or result.stderr).strip().splitlines()
+    if len(lines) > 1 and result.returncode == 0:  # the score, and the calibration fitted on the same series
+        return 0, f"{lines[0]} {lines[-1]}"
     return result.returncode, lines[-1] if lines else ""
 
 

@@ -128,6 +128,36 @@ def test_a_stop_file_ends_the_run_cleanly(config, tmp_path):
     assert (run / "last.pt").is_file()
 
 
+def test_a_stop_file_during_the_series_validation_stops_within_one_series(config, tmp_path, monkeypatch):
+    import dataclasses
+
+    import pipeline.training.validation as validation
+
+    run, read = tmp_path / "run", []
+    real = validation.load_processed
+
+    def load_and_stop(path):  # the user presses Stop while the first held-out series is scored
+        read.append(path)
+        (run / STOP_FILE).touch()
+        return real(path)
+
+    monkeypatch.setattr(validation, "load_processed", load_and_stop)
+    train(dataclasses.replace(config, epochs=1, series_validation_epochs=1), run)
+    status = json.loads((run / STATUS).read_text())
+    assert status["state"] == "stopped" and status["epoch"] == 0  # the epoch did not count
+    assert len(read) == 1  # not every held-out series first
+    assert not (run / "last.pt").exists() and not any(r["kind"] == "epoch" for r in RunFolder(run).read_metrics())
+
+
+def test_a_run_records_its_training_prevalence_and_how_many_series_had_vessel_labels(finished):
+    run, _ = finished
+    meta = load_checkpoint(run / "best.pt").meta
+    split = json.loads((run / "split.json").read_text())
+    assert 0 < meta.label_prevalence["Aneurysm Present"] < 1
+    assert meta.model.vessel_head  # the default: vessel-aware
+    assert json.loads((run / STATUS).read_text())["vessel_labelled_series"] == len(split["train"])  # the demo has maps
+
+
 def _load(path):
     """The network and the checkpoint's meta data as written."""
     trained = load_checkpoint(path)

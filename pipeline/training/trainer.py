@@ -214,10 +214,9 @@ class Trainer:
                 self.bank.hold({uid: self.paths[uid] for uid in
                                 self.bank.working_set(self.paths, np.random.default_rng([self.config.seed, epoch, 1]))})
                 record = self.train_epoch(epoch)
-                if record is None:  # stopped in the middle of the epoch: it does not count
+                if record is None or not self.finish_epoch(epoch, record):  # stopped: the epoch does not count
                     status["state"] = STOPPED
                     break
-                self.finish_epoch(epoch, record)
                 status["epoch"] = epoch
                 self.folder.write_status(status)
             else:
@@ -285,13 +284,18 @@ class Trainer:
                 "learning_rate": state.scheduler.get_last_lr()[0], "crops_per_second": rate,
                 "cubes_per_second": rate * equivalents, "seconds": seconds, **evaluation}
 
-    def finish_epoch(self, epoch: int, record: dict) -> None:
+    def finish_epoch(self, epoch: int, record: dict) -> bool:
         """Series validation in the last epochs, ``best.pt`` by the policy, ``last.pt``, the
-        epoch's metrics line."""
+        epoch's metrics line; False (nothing saved) when a STOP file came during the series
+        validation."""
         score, meta = None, self.meta(epoch, record["validation_auc"])
         if epoch > self.config.epochs - self.config.series_validation_epochs:
             trained = TrainedModel(self.state.model, meta)
-            record.update(evaluate_series(trained, self.data, self.split["validation"], self.precision))
+            series = evaluate_series(trained, self.data, self.split["validation"], self.precision,
+                                     stop=self.folder.stop_requested)
+            if series is None:
+                return False
+            record.update(series)
             score = record["series_score"]
             meta = dataclasses.replace(meta, series_validation_score=score)
         self.state.epoch = epoch
@@ -300,6 +304,7 @@ class Trainer:
             save_checkpoint(self.folder.best, self.state.model, meta)
         save_checkpoint(self.folder.last, self.state.model, meta, **self.state.resume_state())
         self.log(record)
+        return True
 
     def meta(self, epoch: int, validation_auc: float | None) -> CheckpointMeta:
         return CheckpointMeta(self.config.model, self.data.preprocess, self.data.location_prior,

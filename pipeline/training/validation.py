@@ -3,6 +3,8 @@ the inference path (what picks ``best.pt``)."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,17 +20,21 @@ from pipeline.training.data import CubeData
 NO_CUBE_VALIDATION = {"validation_loss": None, "validation_auc": None, "validation_location_accuracy": None}
 
 
-def evaluate_series(trained: TrainedModel, data: CubeData, series: list[str], precision: Precision) -> dict:
+def evaluate_series(trained: TrainedModel, data: CubeData, series: list[str], precision: Precision,
+                    stop: Callable[[], bool] = lambda: False) -> dict | None:
     """Series-level validation: the inference path (`pipeline.inference.predictor`) on every
     held-out series' cached processed volume, and the RSNA metric against the series'
     localizers. ``series_score`` is the final score, or the Aneurysm Present AUC where no
-    location has both classes."""
+    location has both classes. None when ``stop`` said so between two series (a STOP file:
+    the run stops within one series' time, not after all of them)."""
     trained.network.eval()
     predictor = Predictor(trained, device=precision.device)
     scored = [uid for uid in series if uid in data.volumes]
     truth = {name: np.zeros(len(scored)) for name in LABEL_COLUMNS}
     predicted = {name: np.zeros(len(scored)) for name in LABEL_COLUMNS}
     for i, uid in enumerate(scored):
+        if stop():
+            return None
         probabilities = predictor.predict_processed(load_processed(data.volumes[uid])).probabilities
         for name in LABEL_COLUMNS:
             predicted[name][i] = probabilities[name]
