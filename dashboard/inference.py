@@ -6,11 +6,13 @@ from __future__ import annotations
 import ctypes
 import gc
 import io
+import json
 import os
 import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -22,7 +24,8 @@ from pipeline.errors import IngestError
 from pipeline.runs import SETTLED, RunFolder, headline, list_runs, score_rows
 from pipeline.inference.predictor import Prediction, Predictor, SHIPPED_MODEL
 from pipeline.io.archive import read_source
-from pipeline.io.nifti import is_nifti, load_nifti
+from pipeline.inference import export
+from pipeline.io.nifti import is_nifti, load_nifti, nifti_bytes
 from dashboard.figures import TRUTH
 from pipeline.labels import LABEL_COLUMNS
 from pipeline.model.calibration import Calibration
@@ -305,7 +308,44 @@ def score(key: tuple, model: Model, loaded: Predictor, source, series_uid: str |
     except Exception as exc:  # never a traceback on the page
         return None, ("The series could not be scored", f"Scoring failed: {type(exc).__name__}: {exc}")
     truth = ground_truth(data_row[0], data_row[1], prediction) if data_row else None
-    return remember(key, prediction, truth, model, loaded.calibration), None
+    result = remember(key, prediction, truth, model, loaded.calibration)
+    result["algorithm"] = loaded.algorithm()
+    return result, None
+
+
+class Download(NamedTuple):
+    label: str
+    data: Callable[[], bytes]  # made when clicked (Streamlit's deferred download)
+    file_name: str
+    mime: str
+    help: str
+
+
+def downloads(result: dict) -> tuple[list[Download], str | None]:
+    """The files a result can be saved as, and why the DICOM ones are not offered (a NIfTI
+    image or a series without the references they need), else None."""
+    prediction, algorithm = result["prediction"], result.get("algorithm") or export.Algorithm()
+    stem = prediction.series_uid[-16:].strip(".") or "series"
+    files = [
+        Download("Heatmap (NIfTI)", lambda: nifti_bytes(*prediction.heatmap_on_source()), f"heatmap_{stem}.nii.gz",
+                 "application/gzip", "The aneurysm probability on the image's own grid: it overlays the image in "
+                 "3D Slicer or ITK-SNAP."),
+        Download("Prediction (JSON)", lambda: json.dumps(prediction.to_json(), indent=1).encode(),
+                 f"prediction_{stem}.json", "application/json", "The 14 probabilities, the candidates, the timings."),
+    ]
+    try:
+        export.source_headers(prediction)
+    except export.ExportError as exc:
+        return files, str(exc)
+    files[:0] = [
+        Download("DICOM SR", lambda: export.to_bytes(export.structured_report(prediction, algorithm)),
+                 f"aneurysm_sr_{stem}.dcm", "application/dicom", "A measurement report (TID 1500): the 14 "
+                 "probabilities and a 3D point per candidate with its artery, for a PACS, OHIF or 3D Slicer."),
+        Download("DICOM SEG", lambda: export.to_bytes(export.segmentation(prediction, algorithm)),
+                 f"aneurysm_seg_{stem}.dcm", "application/dicom", "The heatmap as a fractional Segmentation "
+                 "(probability) on the series' grid, referencing its images."),
+    ]
+    return files, None
 
 
 def show(key: tuple) -> None:

@@ -236,6 +236,17 @@ def viewer(result: dict) -> None:
         st.caption("No window reached the candidate floor (0.05).")
 
 
+def downloads(result: dict) -> None:
+    st.markdown("**Save the result**")
+    files, unavailable = infer.downloads(result)
+    row = st.container(horizontal=True, wrap=True)  # whole labels, wrapping on a narrow screen
+    for item in files:
+        row.download_button(item.label, item.data, file_name=item.file_name, mime=item.mime, help=item.help,
+                            on_click="ignore", icon=":material/download:")
+    if unavailable:
+        st.caption(f"No DICOM SR or SEG: {unavailable}")
+
+
 def page() -> None:
     root = page_start("Inference")
     st.caption("Research software, not a medical device: its output is no diagnosis.")
@@ -259,6 +270,7 @@ def page() -> None:
     result_summary(result)
     verdict(result)
     viewer(result)
+    downloads(result)
 
 
 page()

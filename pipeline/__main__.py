@@ -267,16 +267,19 @@ def _train(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from pipeline.inference.predictor import Predictor
+    from pipeline.io.nifti import is_nifti
 
+    if (args.sr or args.seg) and is_nifti(args.path):
+        return _error("--sr and --seg write DICOM objects that refer to a DICOM source; for a NIfTI image write the "
+                      "heatmap as NIfTI with --heatmap OUT.nii.gz")
     try:
         predictor = Predictor(args.model, flip=args.flip)
     except (FileNotFoundError, RuntimeError, KeyError, ValueError) as exc:
         return _error(f"the model could not be loaded: {str(exc).splitlines()[0]}")
     prediction = predictor.predict(args.path, series_uid=args.series, modality=args.modality)
-    if args.heatmap:
-        from pipeline.io.nifti import save_nifti
-
-        save_nifti(args.heatmap, prediction.heatmap_on_volume(), prediction.volume.affine)
+    written = _write_outputs(args, predictor, prediction)
+    if written is None:
+        return 2
     if args.json:
         print(json.dumps(prediction.to_json()))
         return 0
@@ -291,7 +294,33 @@ def _predict(args: argparse.Namespace) -> int:
     print("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in prediction.timings.items()))
     for warning in prediction.warnings:
         print(f"warning: {warning}")
+    for what, path in written:
+        print(f"wrote {what}: {path}")
     return 0
+
+
+def _write_outputs(args: argparse.Namespace, predictor, prediction) -> list[tuple[str, Path]] | None:
+    """The files ``predict`` was asked for (--heatmap, --sr, --seg); None after saying why one
+    could not be made."""
+    from pipeline.inference import export
+    from pipeline.io.nifti import save_nifti
+
+    written = []
+    if args.heatmap:
+        heatmap, affine = prediction.heatmap_on_source()
+        written.append(("heatmap (NIfTI, on the source grid)", save_nifti(args.heatmap, heatmap, affine)))
+    algorithm = predictor.algorithm()
+    makers = [(args.sr, "DICOM SR measurement report", export.structured_report),
+              (args.seg, "DICOM Segmentation of the heatmap", export.segmentation)]
+    for path, what, make in makers:
+        if not path:
+            continue
+        try:
+            written.append((what, export.save(make(prediction, algorithm), path)))
+        except export.ExportError as exc:
+            _error(exc)
+            return None
+    return written
 
 
 def _predict_all(args: argparse.Namespace) -> int:
@@ -491,8 +520,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "or NIfTI image")
     predict.add_argument("path", help="a DICOM folder, file or .zip, or a NIfTI image (.nii, .nii.gz)")
     predict.add_argument("--modality", help=MODALITY_HELP)
-    predict.add_argument("--heatmap", metavar="OUT.nii.gz", help="also write the heatmap on the processed volume as "
+    predict.add_argument("--heatmap", metavar="OUT.nii.gz", help="also write the heatmap on the image's own grid as "
                                                                   "NIfTI (it overlays the image in 3D Slicer or ITK)")
+    predict.add_argument("--sr", metavar="OUT.dcm", help="also write a DICOM SR measurement report (TID 1500): the "
+                                                          "probabilities and a 3D point per candidate (DICOM input)")
+    predict.add_argument("--seg", metavar="OUT.dcm", help="also write the heatmap as a DICOM Segmentation (fractional, "
+                                                           "probability) on the series' grid (DICOM input)")
     predict.add_argument("--model", help="checkpoint (default: the shipped demo model)")
     predict.add_argument("--series", help="SeriesInstanceUID, when the path holds several series")
     predict.add_argument("--no-flip", dest="flip", action="store_false",

@@ -81,6 +81,13 @@ class Volume:
         warnings: plain sentences about what the reader or a step noticed.
         info: non-identifying facts about the series (sizes, transfer syntaxes...).
         history: the steps applied since reading, with their parameters.
+        source_headers: the parsed headers (no pixels) of the DICOM files read, in slice
+            order: what a derived DICOM object copies (patient, study, frame of reference)
+            and references (`pipeline.inference.export`). Identifying: never shown. Empty
+            for a NIfTI image.
+        source_grid: ``(shape, affine)`` of the image as read, before any step: the grid
+            on which results go back to the source (`pipeline.inference.export`); set by
+            the readers (`as_read`), None where unknown.
     """
 
     array: np.ndarray
@@ -91,6 +98,8 @@ class Volume:
     warnings: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    source_headers: tuple = ()
+    source_grid: tuple | None = None
 
     # -- geometry -----------------------------------------------------------------
     @property
@@ -146,6 +155,11 @@ class Volume:
         best = min(self.sources.values(), key=lambda s: abs(s.patient_to_pixel(point)[2]))
         x, y, _ = best.patient_to_pixel(point)
         return best.sop_uid, best.frame, x, y
+
+    def as_read(self) -> "Volume":
+        """This volume, recorded as the grid its source was read on (`source_grid`)."""
+        self.source_grid = (self.shape, self.affine.copy())
+        return self
 
     def replace(self, **changes) -> "Volume":
         """A copy with some fields changed (lists copied, arrays shared unless given)."""

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
+import pydicom
 import pytest
 
 from pipeline.labels import LABEL_COLUMNS
@@ -128,7 +129,7 @@ def test_every_page_opens_from_the_navigation(server, browser, shots):
     page.close()
 
 
-def test_an_uploaded_series_gets_the_14_probabilities(server, browser, shots, demo):
+def test_an_uploaded_series_gets_the_14_probabilities(server, browser, shots, demo, tmp_path):
     from playwright.sync_api import expect
 
     root = demo[0]
@@ -151,6 +152,16 @@ def test_an_uploaded_series_gets_the_14_probabilities(server, browser, shots, de
     assert 0.0 <= value <= 1.0
     assert "ZZFAKE" not in page.content()  # the demo's fake patient fields never reach the page
     page.screenshot(path=str(shots / "inference-upload.png"), full_page=True)
+    for label, modality in (("DICOM SR", "SR"), ("DICOM SEG", "SEG")):  # made when clicked, then downloaded
+        with page.expect_download(timeout=120_000) as download:
+            page.get_by_role("button", name=label).click()
+        saved = tmp_path / download.value.suggested_filename
+        download.value.save_as(saved)
+        written = pydicom.dcmread(saved)
+        assert (written.Modality, written.SeriesDescription.endswith("unverified)")) == (modality, True)
+        references = written.ReferencedSeriesSequence if modality == "SEG" else \
+            written.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+        assert references[0].SeriesInstanceUID == uid  # of the uploaded series
     page.close()
 
 

@@ -21,7 +21,6 @@ from pipeline.io.image import read_image
 from pipeline.io.nifti import load_nifti, save_nifti
 from pipeline.labels import LABEL_COLUMNS
 from pipeline.phantoms import MANIFEST
-from pipeline.preprocess.transforms import preprocess
 from tests.helpers import make_volume, oblique_cosines
 
 
@@ -95,11 +94,13 @@ def test_the_command_line_scores_a_nifti_and_writes_its_heatmap(demo, tmp_path):
                              "--heatmap", str(heatmap)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert set(json.loads(result.stdout)["probabilities"]) == set(LABEL_COLUMNS)
-    written = load_nifti(heatmap, "MR")
-    processed = preprocess(load_series(folder))
-    assert written.shape == processed.shape
-    np.testing.assert_allclose(written.affine, processed.affine, atol=1e-4)
-    assert 0.0 <= written.array.min() and written.array.max() <= 1.0
+    written, source = load_nifti(heatmap, "MR"), load_nifti(nifti, "MR")  # on the NIfTI's own grid
+    assert written.shape == source.shape
+    np.testing.assert_allclose(written.affine, source.affine, atol=1e-4)
+    assert 0.0 <= written.array.min() and 0.0 < written.array.max() <= 1.0
+    no_dicom = subprocess.run([sys.executable, "-m", "pipeline", "predict", str(nifti), "--modality", "MRI T2",
+                               "--sr", str(tmp_path / "sr.dcm")], capture_output=True, text=True, timeout=300)
+    assert no_dicom.returncode == 2 and "--heatmap" in no_dicom.stderr and not (tmp_path / "sr.dcm").exists()
     refused = subprocess.run([sys.executable, "-m", "pipeline", "predict", str(nifti)], capture_output=True,
                              text=True, timeout=300)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "--modality" in refused.stderr

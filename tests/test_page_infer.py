@@ -3,11 +3,14 @@ candidates, heatmap viewer and ground truth; bad uploads and a missing model are
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import zipfile
 
+import nibabel
 import pandas as pd
+import pydicom
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -75,6 +78,14 @@ def test_a_demo_series_is_scored_with_probabilities_candidates_and_ground_truth(
     assert not app.exception
     assert app.slider(key="infer_slice_1").value == round(candidates[-1]["voxel"][1])
     assert "ZZFAKE" not in page_text(app)  # the fake patient name, ID and birth date never show
+    labels = [b.proto.label for b in app.get("download_button")]
+    assert labels == ["DICOM SR", "DICOM SEG", "Heatmap (NIfTI)", "Prediction (JSON)"]
+    saved = {item.label: item.data() for item in infer.downloads(result)[0]}  # what a click downloads
+    assert pydicom.dcmread(io.BytesIO(saved["DICOM SR"])).Modality == "SR"
+    assert pydicom.dcmread(io.BytesIO(saved["DICOM SEG"])).SegmentationType == "FRACTIONAL"
+    assert nibabel.Nifti1Image.from_bytes(gzip.decompress(saved["Heatmap (NIfTI)"])).shape[::-1] == \
+        result["prediction"].volume.source_grid[0]
+    assert json.loads(saved["Prediction (JSON)"])["candidates"] == candidates
 
 
 def zipped(files: dict[str, bytes]) -> bytes:
@@ -210,6 +221,8 @@ def test_a_nifti_upload_is_scored_after_its_modality_is_named(monkeypatch, tmp_p
     candidates = table_with(app, "Location probability")
     assert "NIfTI voxel (i, j, k)" in candidates.columns and "SOPInstanceUID" not in candidates.columns
     assert table_with(app, "Probability")["Probability"].between(0, 1).all()
+    assert [b.proto.label for b in app.get("download_button")] == ["Heatmap (NIfTI)", "Prediction (JSON)"]
+    assert any(c.value.startswith("No DICOM SR or SEG") and "NIfTI" in c.value for c in app.caption)
 
 
 def test_a_damaged_nifti_upload_is_refused_before_any_run_button(monkeypatch, tmp_path, demo, trained):

@@ -97,6 +97,65 @@ class Prediction:
         out[box] = dense[box]
         return out.numpy()
 
+    def heatmap_on_source(self) -> tuple[np.ndarray, np.ndarray]:
+        """The window probabilities interpolated (trilinear) onto the grid the image was read
+        on, 0 outside the windows' span (as `heatmap_on_volume`), and that grid's affine
+        (voxel (z, y, x) -> LPS mm).
+
+        Raises:
+            ValueError: the processed volume does not know its source grid.
+        """
+        if self.volume.source_grid is None:
+            raise ValueError("this prediction's volume does not record the grid it was read on")
+        shape, affine = self.volume.source_grid
+        to_grid = np.linalg.solve(self.heatmap_affine, affine)  # source voxel -> heatmap grid index
+        linear = to_grid[:3, :3]
+        axes = np.argmax(np.abs(linear), axis=0)  # the grid axis each source axis runs along
+        aligned = len(set(axes)) == 3 and np.allclose(
+            linear, np.eye(3)[:, axes] * linear[axes, range(3)], atol=1e-6 * np.abs(linear).max())
+        if aligned:  # the usual case (the processed volume is the source reoriented): separable
+            out = self._separable(shape, to_grid, axes)
+        else:  # an oblique source
+            out = self._sampled(shape, to_grid)
+        return out, np.asarray(affine, dtype=np.float64)
+
+    def _separable(self, shape, to_grid: np.ndarray, axes: np.ndarray) -> np.ndarray:
+        """Trilinear interpolation as three 1-D ones, source axis a running along grid axis
+        ``axes[a]``: a product of small weight matrices (fast, exact)."""
+        weights = []
+        for a, n in enumerate(shape):
+            g = axes[a]
+            position = to_grid[g, a] * np.arange(n) + to_grid[g, 3]
+            cells = np.arange(self.heatmap.shape[g])
+            w = np.clip(1.0 - np.abs(position[:, None] - cells[None]), 0.0, None)
+            w[(position < -1e-3) | (position > len(cells) - 1 + 1e-3)] = 0.0
+            weights.append(torch.from_numpy(w.astype(np.float32)))
+        grid = torch.from_numpy(self.heatmap.astype(np.float32)).permute(*[int(g) for g in axes])
+        along_x = torch.einsum("abc,kc->abk", grid, weights[2])
+        along_y = torch.einsum("abk,jb->ajk", along_x, weights[1])
+        return (weights[0] @ along_y.reshape(len(along_y), -1)).reshape(shape).numpy()
+
+    def _sampled(self, shape, to_grid: np.ndarray) -> np.ndarray:
+        """Trilinear sampling at every source voxel (any orientation), a few slices at a time."""
+        grid = torch.from_numpy(self.heatmap.astype(np.float32))[None, None]
+        sizes = torch.tensor(self.heatmap.shape, dtype=torch.float32)
+        # grid_sample's coordinates are (x, y, z) in [-1, 1] over the grid span (align_corners)
+        scale = torch.where(sizes > 1, 2.0 / (sizes - 1).clamp(min=1), torch.zeros(3))
+        rows = torch.cartesian_prod(torch.arange(shape[1]), torch.arange(shape[2])).float()
+        m = torch.from_numpy(to_grid.astype(np.float32))
+        plane = rows @ m[:3, 1:3].T + m[:3, 3]  # (y, x) of a slice -> grid index, before z
+        out = torch.empty(shape)
+        step = max(1, 2_000_000 // len(rows))  # slices per batch: bounded memory
+        for start in range(0, shape[0], step):
+            z = torch.arange(start, min(start + step, shape[0])).float()
+            index = plane[None] + z[:, None, None] * m[:3, 0]
+            inside = ((index > -1e-3) & (index < sizes - 1 + 1e-3)).all(-1)
+            normalised = (index * scale - (sizes > 1).float()).flip(-1)
+            sampled = F.grid_sample(grid, normalised.reshape(1, len(z), shape[1], shape[2], 3), mode="bilinear",
+                                    padding_mode="border", align_corners=True)[0, 0]
+            out[start:start + len(z)] = sampled * inside.reshape(sampled.shape)
+        return out.numpy()
+
 
 class Predictor:
     """A trained model and its preprocessing, ready to score series.
@@ -129,11 +188,20 @@ class Predictor:
         self.preprocess = trained.meta.preprocess
         self.prior = trained.meta.location_prior
         self.flip = flip
+        self.model_name = "in memory" if isinstance(checkpoint, TrainedModel) else \
+            Path(checkpoint or SHIPPED_MODEL).resolve().parent.name
         self.calibration = trained.meta.calibration if calibrated else None
         unknown = set(vessel_evidence) - set(VESSEL_EVIDENCE)
         if unknown:
             raise ValueError(f"unknown vessel evidence {sorted(unknown)}: choose from {', '.join(VESSEL_EVIDENCE)}")
         self.vessel_evidence = tuple(vessel_evidence) if trained.meta.model.vessel_head else ()
+
+    def algorithm(self):
+        """How derived DICOM objects name what made them (`pipeline.inference.export.Algorithm`)."""
+        from pipeline import __version__
+        from pipeline.inference.export import Algorithm
+
+        return Algorithm(version=f"{__version__} model {self.model_name} epoch {self.meta.epoch}"[:64])
 
     def predict(self, source, series_uid: str | None = None, max_voxels: int = DEFAULT_MAX_VOXELS,
                 modality: str | None = None) -> Prediction:

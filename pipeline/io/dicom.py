@@ -50,6 +50,10 @@ _TAGS = [
     # what tells apart the volumes of a 4-D series (see `_one_volume`)
     "EchoTime", "EchoNumbers", "DiffusionBValue", "DiffusionGradientOrientation", "TemporalPositionIdentifier",
     "TriggerTime", "AcquisitionNumber",
+    # what a derived object (SR, SEG: pipeline.inference.export) copies or references; never shown
+    "StudyInstanceUID", "FrameOfReferenceUID", "PositionReferenceIndicator", "SpecificCharacterSet",
+    "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate",
+    "StudyTime", "ReferringPhysicianName", "LossyImageCompression",
 ]
 _TAG_NUMBERS = [pydicom.tag.Tag(keyword) for keyword in _TAGS]  # converted once, not per file
 _READ_THREADS = min(4, os.cpu_count() or 1)
@@ -889,7 +893,8 @@ def _assemble(
         sources={(f.geometry.sop_uid, f.frame): f.geometry for f in frames},
         warnings=warnings,
         info=info,
-    )
+        source_headers=tuple(members[index].ds for index in dict.fromkeys(f.file_index for f in stack)),
+    ).as_read()
 
 
 def _unique_positions(positions: np.ndarray) -> list[int]:

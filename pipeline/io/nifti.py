@@ -91,7 +91,7 @@ def load_nifti(source, modality: str | None, max_voxels: int | None = None) -> V
             "source_spacing": tuple(float(s) for s in spacing), "format": "NIfTI",
             "source_affine_lps": zyx_affine.tolist()}
     return Volume(array=array, affine=zyx_affine, modality=modality, series_uid=_stem(name), warnings=warnings,
-                  info=info)
+                  info=info).as_read()
 
 
 def load_label_map(path: str | os.PathLike) -> Volume:
@@ -128,10 +128,7 @@ def save_nifti(path: str | os.PathLike, array: np.ndarray, affine_zyx_lps: np.nd
     from pipeline.files import temporary_beside
 
     path = Path(path)
-    affine_ijk_ras = RAS_TO_LPS @ np.asarray(affine_zyx_lps, float) @ IJK_FROM_KJI
-    image = nibabel.Nifti1Image(np.asarray(array, dtype).transpose(2, 1, 0), affine_ijk_ras)
-    image.set_qform(affine_ijk_ras, code=1)  # scanner coordinates
-    image.set_sform(affine_ijk_ras, code=1)
+    image = _nifti_image(array, affine_zyx_lps, dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_beside(path, ".nii.gz" if path.name.endswith(".gz") else ".nii")
     try:
@@ -140,6 +137,21 @@ def save_nifti(path: str | os.PathLike, array: np.ndarray, affine_zyx_lps: np.nd
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def nifti_bytes(array: np.ndarray, affine_zyx_lps: np.ndarray, dtype=np.float32) -> bytes:
+    """What `save_nifti` writes to a ``.nii.gz`` file, in memory (a download)."""
+    return gzip.compress(_nifti_image(array, affine_zyx_lps, dtype).to_bytes(), compresslevel=6)
+
+
+def _nifti_image(array: np.ndarray, affine_zyx_lps: np.ndarray, dtype):
+    import nibabel
+
+    affine_ijk_ras = RAS_TO_LPS @ np.asarray(affine_zyx_lps, float) @ IJK_FROM_KJI
+    image = nibabel.Nifti1Image(np.asarray(array, dtype).transpose(2, 1, 0), affine_ijk_ras)
+    image.set_qform(affine_ijk_ras, code=1)  # scanner coordinates
+    image.set_sform(affine_ijk_ras, code=1)
+    return image
 
 
 def _open(source, nibabel):
