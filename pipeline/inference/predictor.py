@@ -180,7 +180,7 @@ class Predictor:
     def __init__(self, checkpoint: str | os.PathLike | TrainedModel | None = None,
                  device: str | torch.device | None = None, flip: bool = True, calibrated: bool = True,
                  vessel_evidence: tuple[str, ...] = ()):
-        self.precision = choose_precision("auto", device)
+        self.precision = choose_precision("auto", device, cpu_bf16=False)
         trained = checkpoint if isinstance(checkpoint, TrainedModel) else \
             load_checkpoint(checkpoint or SHIPPED_MODEL, self.precision.device)
         self.meta = trained.meta
