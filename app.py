@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from dashboard.data import data_source, sidebar
@@ -9,7 +11,9 @@ from dashboard.inference import cap_server_uploads, model_sidebar
 from pipeline import __version__
 from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
 
-st.set_page_config(page_title="Aneurysm Detection", page_icon=":material/neurology:", layout="wide")
+# A local icon: a Material icon as favicon is fetched from fonts.gstatic.com (the dashboard works offline).
+st.set_page_config(page_title="Aneurysm Detection", page_icon=str(Path(__file__).parent / "dashboard" / "icon.png"),
+                   layout="wide")
 cap_server_uploads()  # once per server; later runs find it in place
 
 

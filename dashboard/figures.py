@@ -90,7 +90,10 @@ def grey_levels(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     return (np.clip((image - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
 
 
-def heat_overlay(grey: np.ndarray, heat: np.ndarray, floor: float = 0.1) -> np.ndarray:
+HEAT_FLOOR = 0.1  # window probabilities below it are not painted
+
+
+def heat_overlay(grey: np.ndarray, heat: np.ndarray, floor: float = HEAT_FLOOR) -> np.ndarray:
     """RGB picture: ``heat`` (0-1) painted over the grey levels, transparent below ``floor``,
     from the accent colour to yellow and more opaque as it rises (the anatomy stays visible
     under middling values)."""

@@ -26,7 +26,7 @@ from pipeline.inference.predictor import Prediction, Predictor, SHIPPED_MODEL
 from pipeline.io.archive import read_source
 from pipeline.inference import export
 from pipeline.io.nifti import is_nifti, load_nifti, nifti_bytes
-from dashboard.figures import TRUTH
+from dashboard.figures import HEAT_FLOOR, TRUTH
 from pipeline.labels import LABEL_COLUMNS
 from pipeline.model.calibration import Calibration
 from pipeline.io.rsna import read_localizers
@@ -311,6 +311,35 @@ def score(key: tuple, model: Model, loaded: Predictor, source, series_uid: str |
     result = remember(key, prediction, truth, model, loaded.calibration)
     result["algorithm"] = loaded.algorithm()
     return result, None
+
+
+CANDIDATE_BALL_MM = 3.0  # radius of the balls marking the candidates in the 3D view
+
+
+def layers_3d(result: dict) -> tuple[bytes, list[dict]]:
+    """The processed volume, the heatmap (from `figures.HEAT_FLOOR`) and the candidates (balls)
+    as NIfTI layers for the NiiVue view, made once per result."""
+    if "layers_3d" not in result:
+        prediction = result["prediction"]
+        volume = prediction.volume
+        image = nifti_bytes(np.clip(volume.array * 255, 0, 255).astype(np.uint8), volume.affine, np.uint8, (0, 255))
+        heat = result["heat"].astype(np.float32)
+        heat = np.where(heat >= HEAT_FLOOR, np.clip(heat * 255, 0, 255), 0).astype(np.uint8)
+        balls = np.zeros(volume.shape, np.uint8)
+        radius = np.ceil(CANDIDATE_BALL_MM / np.asarray(volume.spacing)).astype(int)
+        for candidate in prediction.candidates:
+            centre = np.round(candidate["voxel"]).astype(int)
+            box = tuple(slice(max(c - r, 0), c + r + 1) for c, r in zip(centre, radius))
+            offsets = np.stack(np.meshgrid(*[np.arange(b.start, b.stop) - c for b, c in zip(box, centre)],
+                                           indexing="ij"), -1) * np.asarray(volume.spacing)
+            balls[box][np.linalg.norm(offsets, axis=-1) <= CANDIDATE_BALL_MM] = 255
+        result["layers_3d"] = (image, [
+            {"data": nifti_bytes(heat, volume.affine, np.uint8, (HEAT_FLOOR * 255, 255)), "name": "heatmap.nii.gz",
+             "colormap": "warm", "opacity": 0.7},
+            {"data": nifti_bytes(balls, volume.affine, np.uint8, (1, 255)), "name": "candidates.nii.gz",
+             "colormap": "green", "opacity": 1.0},
+        ])
+    return result["layers_3d"]
 
 
 class Download(NamedTuple):

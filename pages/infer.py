@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import streamlit as st
+from niivue_component import niivue_viewer
 
 from dashboard import figures
 from dashboard import inference as infer
@@ -236,6 +237,20 @@ def viewer(result: dict) -> None:
         st.caption("No window reached the candidate floor (0.05).")
 
 
+@st.fragment
+def view_3d(result: dict) -> None:
+    """NiiVue (WebGL2, bundled: works offline) on the processed volume; off until asked for,
+    as it sends the volume to the browser."""
+    if not st.toggle("Interactive 3D view (NiiVue)", key="infer_3d",
+                     help="The processed volume in three planes and a 3D render, sent to your browser"):
+        return
+    image, overlays = infer.layers_3d(result)
+    niivue_viewer(nifti_data=image, filename="volume.nii.gz", overlays=overlays, height=560, view_mode="multiplanar",
+                  styled=False, update_interval_ms=None, key="infer_niivue")
+    st.caption("Drag the render to turn it; click a plane to move the crosshair, scroll to page through it. "
+               "Orange: the window probability from 0.1; green balls: the candidates.")
+
+
 def downloads(result: dict) -> None:
     st.markdown("**Save the result**")
     files, unavailable = infer.downloads(result)
@@ -270,6 +285,7 @@ def page() -> None:
     result_summary(result)
     verdict(result)
     viewer(result)
+    view_3d(result)
     downloads(result)
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from pipeline.demo import DEMO_SERIES as DEMO_SERIES_DEFAULT
@@ -19,9 +20,11 @@ def _scan(args: argparse.Namespace) -> int:
     from pipeline.io.dicom import scan
 
     result = scan(args.path)
+    names = _rsna_modalities(args.path)
     if args.json:
-        print(json.dumps({"series": [vars(s) | {"files": len(s.files)} for s in result.series],
-                          "skipped": result.skipped}))
+        print(json.dumps({"series": [vars(s) | {"files": len(s.files), "rsna_modality": names.get(s.series_uid)}
+                                     for s in result.series],
+                          "skipped": result.skipped, "sidecars": result.sidecars}))
         return 0
     if not result.series:
         from pipeline.io.nifti import is_nifti
@@ -30,10 +33,31 @@ def _scan(args: argparse.Namespace) -> int:
             if is_nifti(args.path) else ""
         return _error(f"No DICOM image series found{hint}.")
     for series in result.series:
-        print(series.describe())
+        line = series.describe()
+        if series.series_uid in names:  # train.csv names the RSNA modality (MRA, MRI T2...), the header only MR
+            line = line.replace(f"({series.modality},", f"({names[series.series_uid]},", 1)
+        print(line)
+    kinds = Counter(names.get(s.series_uid, s.modality) for s in result.series)
+    print(f"{len(result.series)} series ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}), "
+          f"{sum(s.n_images for s in result.series):,} images in {sum(s.n_files for s in result.series):,} files"
+          + (f"; {result.sidecars} other file(s) not read (tables, label maps, documents)" if result.sidecars else ""))
     if result.skipped:
-        print(f"({len(result.skipped)} file(s) left aside, first: {result.skipped[0]})")
+        print(f"{len(result.skipped)} file(s) left aside, first: {result.skipped[0]}")
     return 0
+
+
+def _rsna_modalities(path) -> dict[str, str]:
+    """SeriesInstanceUID -> the RSNA modality train.csv gives it, for a data folder (else empty)."""
+    from pipeline.io.rsna import read_train
+
+    root = Path(path)
+    if not (root / "train.csv").is_file():
+        return {}
+    try:
+        table = read_train(root)
+    except IngestError:
+        return {}
+    return dict(zip(table["SeriesInstanceUID"].astype(str), table["Modality"].astype(str)))
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -286,17 +310,34 @@ def _predict(args: argparse.Namespace) -> int:
     print(f"series {prediction.series_uid} ({prediction.modality})")
     for name, value in prediction.probabilities.items():
         print(f"{value:8.3f}  {name}")
-    for rank, candidate in enumerate(prediction.candidates, start=1):
-        where = (f"image {candidate['SOPInstanceUID']} {candidate['coordinates']}" if candidate["SOPInstanceUID"]
-                 else f"voxel (i, j, k) {candidate['nifti_voxel']} of the NIfTI file")
-        print(f"candidate {rank}: p={candidate['probability']:.3f} {candidate['location']} at "
-              f"{candidate['position_mm']} mm (LPS), {where}")
+    _print_candidates(prediction.candidates)
     print("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in prediction.timings.items()))
     for warning in prediction.warnings:
         print(f"warning: {warning}")
     for what, path in written:
         print(f"wrote {what}: {path}")
     return 0
+
+
+def _print_candidates(candidates: list[dict]) -> None:
+    """One row per candidate: probability, location, patient mm (LPS) and where it is in the
+    source (a localizer's image, frame and pixel; or the NIfTI voxel)."""
+    if not candidates:
+        print("no candidate (no window reached 0.05)")
+        return
+    nifti = candidates[0]["SOPInstanceUID"] is None
+    width = max(len(c["location"]) for c in candidates)
+    where = "voxel i, j, k of the NIfTI file" if nifti else "  x px    y px  frame  SOPInstanceUID"
+    print(f"{'#':>2}  {'p':>5}  {'location':<{width}}  {'L mm':>7} {'P mm':>7} {'S mm':>7}  {where}")
+    for rank, candidate in enumerate(candidates, start=1):
+        x, y, z = candidate["position_mm"]
+        if nifti:
+            source = ", ".join(f"{v:.1f}" for v in candidate["nifti_voxel"])
+        else:
+            pixel = candidate["coordinates"]
+            source = f"{pixel['x']:6.1f}  {pixel['y']:6.1f}  {candidate['frame']:>5}  {candidate['SOPInstanceUID']}"
+        print(f"{rank:>2}  {candidate['probability']:5.3f}  {candidate['location']:<{width}}  "
+              f"{x:7.1f} {y:7.1f} {z:7.1f}  {source}")
 
 
 def _write_outputs(args: argparse.Namespace, predictor, prediction) -> list[tuple[str, Path]] | None:

@@ -1,11 +1,13 @@
 """The dashboard in a real browser: ``streamlit run app.py`` driven by Playwright in Debian's
-Chromium (installed by ``.ci/run``). Visits the four pages through the navigation, uploads a
-demo series' files on the inference page and sees the 14 probabilities. Screenshots go to
+Chromium (installed by ``.ci/run``), cut off from every address but this machine's. Visits the
+home page and the four others through the navigation, uploads a demo series' files on the
+inference page, sees the 14 probabilities and the 3D view. Screenshots go to
 ``ANEURYSM_SCREENSHOTS`` (default: the test's temporary folder)."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
 import subprocess
@@ -14,9 +16,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from PIL import Image
 
 from pipeline.labels import LABEL_COLUMNS
 
@@ -96,28 +100,43 @@ def settle(page) -> None:
     page.wait_for_timeout(500)
 
 
-def upload_on_the_inference_page(browser, url: str, files: list[str], height: int):
-    """A new page on the dashboard at ``url``, through the navigation to the Inference page's
-    Upload tab, with ``files`` given to its uploader; returns the page."""
-    page = browser.new_page(viewport={"width": 1400, "height": height})
+def open_dashboard(browser, url: str, height: int = 900, width: int = 1400):
+    """A new page on the dashboard at ``url``, cut off from everything but this machine: a
+    request that would leave 127.0.0.1 is refused and recorded in the list returned with it."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    outside = []
+
+    def this_machine_only(route):
+        if route.request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", this_machine_only)
     page.goto(url)
     settle(page)
+    return page, outside
+
+
+def upload_on_the_inference_page(browser, url: str, files: list[str], height: int):
+    """A new page (`open_dashboard`), through the navigation to the Inference page's Upload
+    tab, with ``files`` given to its uploader; returns the page and its outside requests."""
+    page, outside = open_dashboard(browser, url, height)
     page.get_by_role("link", name="Inference").first.click()
     page.get_by_role("heading", name="Inference").first.wait_for(timeout=60_000)
     settle(page)
     page.get_by_role("tab", name="Upload").click()
     page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(files)
-    return page
+    return page, outside
 
 
 def assert_no_error_shown(page) -> None:
     assert page.locator("[data-testid='stException']").count() == 0, "a traceback is shown"
 
 
-def test_every_page_opens_from_the_navigation(server, browser, shots):
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(server)
-    settle(page)
+def test_every_page_opens_from_the_navigation_without_leaving_this_machine(server, browser, shots):
+    page, outside = open_dashboard(browser, server)
     assert page.get_by_role("heading", name="Intracranial aneurysm detection").is_visible()
     page.screenshot(path=str(shots / "home.png"))
     for link, title in PAGES.items():
@@ -126,6 +145,7 @@ def test_every_page_opens_from_the_navigation(server, browser, shots):
         settle(page)
         assert_no_error_shown(page)
         page.screenshot(path=str(shots / f"{link.lower().replace(' ', '-')}.png"))
+    assert outside == []  # fonts, icons and scripts are the dashboard's own
     page.close()
 
 
@@ -136,7 +156,7 @@ def test_an_uploaded_series_gets_the_14_probabilities(server, browser, shots, de
     table = pd.read_csv(root / "train.csv", dtype={"SeriesInstanceUID": str})
     uid = table.loc[table["Aneurysm Present"] == 1, "SeriesInstanceUID"].iloc[0]
     files = sorted(str(p) for p in (root / "series" / uid).iterdir())
-    page = upload_on_the_inference_page(browser, server, files, height=2300)
+    page, outside = upload_on_the_inference_page(browser, server, files, height=2300)
     run = page.get_by_role("button", name="Run the model on this series").locator("visible=true")
     run.wait_for(timeout=120_000)
     run.click()
@@ -162,7 +182,22 @@ def test_an_uploaded_series_gets_the_14_probabilities(server, browser, shots, de
         references = written.ReferencedSeriesSequence if modality == "SEG" else \
             written.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
         assert references[0].SeriesInstanceUID == uid  # of the uploaded series
+    the_3d_view_draws(page, shots)
+    assert outside == []  # NiiVue's bundle too
     page.close()
+
+
+def the_3d_view_draws(page, shots) -> None:
+    """The NiiVue view of a scored series, once asked for, draws something (not a blank canvas)."""
+    page.get_by_text("Interactive 3D view (NiiVue)").click()
+    canvas = page.frame_locator("iframe[title*='niivue']").locator("canvas").first
+    canvas.wait_for(timeout=60_000)
+    page.wait_for_timeout(4000)  # the volume and its two overlays are decoded and drawn
+    canvas.scroll_into_view_if_needed()
+    picture = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("L"), float)
+    assert_no_error_shown(page)
+    page.screenshot(path=str(shots / "inference-3d.png"), full_page=True)
+    assert picture.shape[1] > 600 and picture.std() > 10, "the 3D view drew nothing"
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -199,7 +234,7 @@ def test_upload_files_beyond_the_cap_are_refused_as_they_arrive_and_a_refused_up
         path.write_bytes(os.urandom(5 << 20))
         files.append(str(path))
     with dashboard(demo, trained, tmp_path, ANEURYSM_MAX_UPLOAD_MB="8") as url:
-        page = upload_on_the_inference_page(browser, url, files, height=1400)
+        page, _ = upload_on_the_inference_page(browser, url, files, height=1400)
         held = []
         deadline = time.monotonic() + 120
         refusal = page.get_by_text("The upload was let go")
@@ -215,3 +250,4 @@ def test_upload_files_beyond_the_cap_are_refused_as_they_arrive_and_a_refused_up
         assert uploads_held(url) == 0  # and nothing after the refusal
         assert_no_error_shown(page)
         page.close()
+

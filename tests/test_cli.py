@@ -1,10 +1,11 @@
-"""`python -m pipeline scan|inspect`: output and exit status, no traceback on bad input."""
+"""`python -m pipeline scan|inspect|predict`: output and exit status, no traceback on bad input."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 
@@ -55,3 +56,36 @@ def test_command_defaults_are_the_library_defaults(built):
     assert build_config(build_parser().parse_args(["build"])) == BuildConfig()
     assert demo_series(build_parser().parse_args(["demo-data"])) == DEMO_SERIES
     assert demo_series(build_parser().parse_args(["demo-data", "--family", "external", "--out", "x"])) == 48
+
+
+def test_scan_of_a_data_folder_names_the_rsna_modalities_and_sums_up(demo):
+    root, _, manifest = demo
+    result = run("scan", str(root))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    modalities = {uid: s["plan"]["modality"] for uid, s in manifest["series"].items()}
+    for line in lines[:-1]:  # one line a series, with train.csv's modality (the header only says MR)
+        uid = line.split(" ")[0]
+        assert f"({modalities[uid]}, " in line
+    counts = ", ".join(f"{m} {n}" for m, n in sorted(Counter(modalities.values()).items()))
+    assert lines[-1].startswith(f"{len(modalities)} series ({counts}), ")
+    assert "other file(s) not read" in lines[-1] and "left aside" not in result.stdout  # tables are no noise
+
+
+def test_inspect_of_a_folder_of_many_series_names_a_few_and_says_how_to_choose(demo):
+    result = run("inspect", str(demo[0] / "series"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert f"holds {len(demo[2]['series'])} series" in result.stderr and "SeriesInstanceUID" in result.stderr
+    assert "and 3 more (scan lists them all)" in result.stderr and len(result.stderr) < 1200
+
+
+def test_predict_prints_its_candidates_as_columns(demo):
+    uid = next(uid for uid, s in demo[2]["series"].items() if s["plan"]["modality"] == "CTA")
+    result = run("predict", str(demo[0] / "series" / uid))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["#", "p", "location"])
+    rows = [line.split() for line in lines[header + 1:] if line.strip()[:1].isdigit()]
+    assert rows and [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
+    assert all(0.0 <= float(r[1]) <= 1.0 and r[-1].startswith("1.2.826.") for r in rows)  # the image's full UID
+    assert "{" not in result.stdout  # no Python dicts

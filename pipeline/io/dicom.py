@@ -57,6 +57,9 @@ _TAGS = [
 ]
 _TAG_NUMBERS = [pydicom.tag.Tag(keyword) for keyword in _TAGS]  # converted once, not per file
 _READ_THREADS = min(4, os.cpu_count() or 1)
+LISTED_SERIES = 5  # series named in the error for a source that holds several
+#: Companions of images in a data folder (tables, label maps, documents): `scan` does not read them.
+SIDECAR_SUFFIXES = (".csv", ".json", ".nii", ".nii.gz", ".txt", ".md")
 _SAME_ORIENTATION_COS = np.cos(np.radians(1.0))
 _NATIVE_LITTLE_ENDIAN = {
     pydicom.uid.ImplicitVRLittleEndian,
@@ -257,10 +260,12 @@ class SeriesInfo:
 
 @dataclass
 class ScanResult:
-    """What `scan` found: the series (largest first) and the files left aside."""
+    """What `scan` found: the series (largest first), the files left aside, and how many
+    companion files (tables, label maps, documents: `SIDECAR_SUFFIXES`) it did not read."""
 
     series: list[SeriesInfo]
     skipped: list[str]
+    sidecars: int = 0
 
 
 def _series_uid(ds: Dataset) -> str:
@@ -312,10 +317,11 @@ def scan(source: Source) -> ScanResult:
         The series found (largest first) and one sentence per file left aside.
     """
     items = _items(source)
-    files, skipped = _read_all(items)
+    images = [item for item in items if not item.name.lower().endswith(SIDECAR_SUFFIXES)]
+    files, skipped = _read_all(images)
     series = [_describe_group(uid, members) for uid, members in _group_by_series(files).items()]
     series.sort(key=lambda s: (-s.n_images, s.series_uid))
-    return ScanResult(series=series, skipped=skipped)
+    return ScanResult(series=series, skipped=skipped, sidecars=len(items) - len(images))
 
 
 # --------------------------------------------------------------------------------------
@@ -635,10 +641,11 @@ def load_series(
         members = groups[series_uid]
     elif len(groups) > 1:
         described = sorted((_describe_group(uid, m) for uid, m in groups.items()), key=lambda s: -s.n_images)
+        more = f"; and {len(described) - LISTED_SERIES} more (scan lists them all)" \
+            if len(described) > LISTED_SERIES else ""
         raise IngestError(
-            f"This source holds {len(groups)} series; choose one: "
-            + "; ".join(s.describe() for s in described)
-            + "."
+            f"This source holds {len(groups)} series; choose one by its SeriesInstanceUID: "
+            + "; ".join(s.describe() for s in described[:LISTED_SERIES]) + more + "."
         )
     else:
         members = next(iter(groups.values()))

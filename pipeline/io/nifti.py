@@ -139,9 +139,14 @@ def save_nifti(path: str | os.PathLike, array: np.ndarray, affine_zyx_lps: np.nd
     return path
 
 
-def nifti_bytes(array: np.ndarray, affine_zyx_lps: np.ndarray, dtype=np.float32) -> bytes:
-    """What `save_nifti` writes to a ``.nii.gz`` file, in memory (a download)."""
-    return gzip.compress(_nifti_image(array, affine_zyx_lps, dtype).to_bytes(), compresslevel=6)
+def nifti_bytes(array: np.ndarray, affine_zyx_lps: np.ndarray, dtype=np.float32,
+                display: tuple[float, float] | None = None) -> bytes:
+    """What `save_nifti` writes to a ``.nii.gz`` file, in memory (a download, a viewer's layer);
+    ``display``: the range a viewer shows (the header's cal_min, cal_max)."""
+    image = _nifti_image(array, affine_zyx_lps, dtype)
+    if display is not None:
+        image.header["cal_min"], image.header["cal_max"] = display
+    return gzip.compress(image.to_bytes(), compresslevel=6)
 
 
 def _nifti_image(array: np.ndarray, affine_zyx_lps: np.ndarray, dtype):
