@@ -8,12 +8,14 @@ import streamlit as st
 
 from dashboard.data import data_source, sidebar
 from dashboard.inference import cap_server_uploads, model_sidebar
+from dashboard.layout import adapt_to_narrow_screens
 from pipeline import __version__
 from pipeline.labels import ANEURYSM_PRESENT, LOCATIONS, MODALITIES
 
 # A local icon: a Material icon as favicon is fetched from fonts.gstatic.com (the dashboard works offline).
 st.set_page_config(page_title="Aneurysm Detection", page_icon=str(Path(__file__).parent / "dashboard" / "icon.png"),
                    layout="wide")
+adapt_to_narrow_screens()
 cap_server_uploads()  # once per server; later runs find it in place
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from dashboard.text import plain
+from dashboard.text import plain, progress_text
 from pipeline.data import DATA_ENV, configured_root, demo_root, ensure_demo_data, is_ready
 from pipeline.phantoms import VALIDATION_ONLY, family_label, read_family
 from pipeline.errors import IngestError
@@ -16,7 +17,51 @@ from pipeline.io.rsna import Finding, check_data_folder, read_train
 
 PROBLEM = "data_problem"  # session key: why the data folder cannot be used (sidebar and pages)
 FOLDER = "data_folder"  # session key: the data folder found, usable or not (its check is shown)
-_GENERATION = threading.Lock()  # one demo generation per server, however many sessions ask
+GENERATING = "demo_generating"  # session key: the demo data are being generated (the app reruns when done)
+
+
+class DemoGeneration:
+    """The first launch's demo generation, in a thread of the server: pages that need no
+    data (the home page) work meanwhile, and every session sees its progress."""
+
+    def __init__(self, root: Path):
+        self.root, self.done, self.total, self.error = root, 0, 0, None
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start generating unless it already started (once per server, whoever asks)."""
+        with self._lock:
+            if self._thread is None:
+                self.started = time.monotonic()
+                self._thread = threading.Thread(target=self._run, name="demo-generation", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            ensure_demo_data(self._progress)
+        except Exception as exc:  # the sidebar says it
+            self.error = f"{exc} (restart the dashboard to try again)"
+
+    def _progress(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def describe(self) -> str:
+        if not self.total:
+            return "First launch: starting the demo phantoms' generator..."
+        return "First launch: generating the demo phantoms, " + progress_text(self.done, self.total,
+                                                                              time.monotonic() - self.started)
+
+
+@st.cache_resource(show_spinner=False)
+def demo_generation(root: str) -> DemoGeneration:
+    """The one generation of the demo folder ``root`` of this server."""
+    return DemoGeneration(Path(root))
 
 
 @st.cache_data(show_spinner=False)
@@ -65,9 +110,13 @@ def data_source() -> Path | None:
         return _checked(configured)
     root = demo_root()
     if not is_ready(root):
-        with _GENERATION:
-            if not is_ready(root):
-                _generate_demo()
+        generation = demo_generation(str(root))
+        generation.start()
+        if not is_ready(root):
+            st.session_state[GENERATING] = True
+            st.session_state[PROBLEM] = generation.error or generation.describe()
+            return None
+    st.session_state.pop(GENERATING, None)
     return _checked(root)
 
 
@@ -82,14 +131,16 @@ def _checked(root: Path) -> Path | None:
     return root
 
 
-def _generate_demo() -> None:
-    bar = st.progress(0.0, text="First launch: generating the demo phantoms...")
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"First launch: generating the demo phantoms ({done}/{total} series)")
-
-    ensure_demo_data(progress)
-    bar.empty()
+@st.fragment(run_every=2)
+def generation_progress() -> None:
+    """The demo generation's progress, redrawn every 2 s; the whole app reruns once the data
+    are there (or the generation failed)."""
+    generation = demo_generation(str(demo_root()))
+    if is_ready(demo_root()) or (generation.error and not generation.running):
+        st.rerun()
+    share = generation.done / generation.total if generation.total else 0.0
+    st.progress(share, text=generation.describe())
+    st.caption("The other pages open when the data are ready; the home page works meanwhile.")
 
 
 def data_kind(root: Path) -> str:
@@ -107,6 +158,9 @@ def data_kind(root: Path) -> str:
 def sidebar(root: Path | None) -> None:
     with st.sidebar:
         st.subheader("Data")
+        if st.session_state.get(GENERATING) and not demo_generation(str(demo_root())).error:
+            generation_progress()
+            return
         if root is None:
             st.error(st.session_state.get(PROBLEM, "No data folder."), icon=":material/error:")
             return
@@ -132,7 +186,10 @@ def page_start(title: str) -> Path | None:
     require_navigation()
     st.title(title)
     root = st.session_state["data_root"]
-    if root is None:
+    if root is None and st.session_state.get(GENERATING) and not demo_generation(str(demo_root())).error:
+        st.info("The demo phantoms are being generated (progress in the sidebar): this page opens by itself when "
+                "they are ready.", icon=":material/hourglass_top:")
+    elif root is None:
         st.error(st.session_state.get(PROBLEM, "No data folder is available: see the sidebar."),
                  icon=":material/error:")
     return root

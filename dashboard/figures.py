@@ -62,6 +62,11 @@ def spacing(geometry: pd.DataFrame, column: str) -> go.Figure:
 
 
 PLANES = {"Axial": 0, "Coronal": 1, "Sagittal": 2}  # array axis (z, y, x) of each viewing plane
+# The patient direction at each edge of a `plane_image` of the canonical (z: S, y: P, x: L) volume,
+# as radiologists view them: the patient's right on the viewer's left.
+ORIENTATION = {0: {"top": "A", "bottom": "P", "left": "R", "right": "L"},
+               1: {"top": "S", "bottom": "I", "left": "R", "right": "L"},
+               2: {"top": "S", "bottom": "I", "left": "A", "right": "P"}}
 HEAT_LOW, HEAT_HIGH = np.array([228, 87, 46], float), np.array([255, 209, 102], float)  # accent -> yellow
 
 
@@ -105,9 +110,11 @@ def heat_overlay(grey: np.ndarray, heat: np.ndarray, floor: float = HEAT_FLOOR) 
 
 
 def slice_image(image: np.ndarray, window: tuple[float, float], markers: list[dict], title: str,
-                aspect: float = 1.0, heat: np.ndarray | None = None, height: int = 560) -> go.Figure:
-    """A grey-level slice (rows down), optionally with a heatmap painted over it, and markers
-    (dicts with x, y, hover text, optional colour, symbol and a label drawn beside them)."""
+                aspect: float = 1.0, heat: np.ndarray | None = None, height: int = 560,
+                edges: dict[str, str] | None = None) -> go.Figure:
+    """A grey-level slice (rows down), optionally with a heatmap painted over it, markers
+    (dicts with x, y, hover text, optional colour, symbol and a label drawn beside them) and
+    the patient direction of each edge (``edges``, e.g. `ORIENTATION`[axis])."""
     grey = grey_levels(image, window)
     figure = px.imshow(grey if heat is None else heat_overlay(grey, heat), binary_string=True, aspect="equal")
     figure.update_traces(hoverinfo="skip", hovertemplate=None)
@@ -122,6 +129,13 @@ def slice_image(image: np.ndarray, window: tuple[float, float], markers: list[di
             textfont=dict(color=colour, size=14), showlegend=False, hovertemplate="%{hovertext}<extra></extra>",
             marker=dict(size=22, symbol=symbol, color="rgba(0,0,0,0)", line=dict(color=colour, width=2.5)),
         ))
+    rows, columns = image.shape[:2]
+    places = {"top": (columns / 2, 0, "center", "top"), "bottom": (columns / 2, rows - 1, "center", "bottom"),
+              "left": (0, rows / 2, "left", "middle"), "right": (columns - 1, rows / 2, "right", "middle")}
+    for edge, letter in (edges or {}).items():
+        x, y, xanchor, yanchor = places[edge]
+        figure.add_annotation(x=x, y=y, text=f"<b>{letter}</b>", showarrow=False, xanchor=xanchor, yanchor=yanchor,
+                              font=dict(color="#f5d76e", size=15))
     figure.update_xaxes(visible=False)
     figure.update_yaxes(visible=False, scaleanchor="x", scaleratio=aspect)
     figure.update_layout(title=title, height=height, margin=dict(l=0, r=0, t=40, b=0), template="plotly_dark",

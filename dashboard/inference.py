@@ -26,6 +26,7 @@ from pipeline.inference.predictor import Prediction, Predictor, SHIPPED_MODEL
 from pipeline.io.archive import read_source
 from pipeline.inference import export
 from pipeline.io.nifti import is_nifti, load_nifti, nifti_bytes
+from dashboard import viewer
 from dashboard.figures import HEAT_FLOOR, TRUTH
 from pipeline.labels import LABEL_COLUMNS
 from pipeline.model.calibration import Calibration
@@ -411,12 +412,8 @@ def focus(result: dict) -> None:
     """Put the viewer's slices on the top candidate (the volume's centre without one)."""
     prediction = result["prediction"]
     centre = [n // 2 for n in prediction.volume.shape]
-    jump(prediction.candidates[0]["voxel"] if prediction.candidates else centre, prediction.volume.shape)
-
-
-def jump(voxel, shape) -> None:
-    for axis in range(3):
-        st.session_state[f"infer_slice_{axis}"] = int(min(max(round(voxel[axis]), 0), shape[axis] - 1))
+    viewer.jump("infer", prediction.candidates[0]["voxel"] if prediction.candidates else centre,
+                prediction.volume.shape)
 
 
 def jump_to_candidate() -> None:
@@ -425,7 +422,7 @@ def jump_to_candidate() -> None:
     result = shown()
     if chosen is not None and result is not None:
         prediction = result["prediction"]
-        jump(prediction.candidates[chosen]["voxel"], prediction.volume.shape)
+        viewer.jump("infer", prediction.candidates[chosen]["voxel"], prediction.volume.shape)
     st.session_state["infer_jump"] = None
 
 

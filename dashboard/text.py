@@ -1,4 +1,5 @@
-"""Text from files (names, headers, table cells) made safe to show in Streamlit's markdown."""
+"""Text for the pages: text from files (names, headers, table cells) made safe to show in
+Streamlit's markdown, and durations and progress in words."""
 
 from __future__ import annotations
 
@@ -13,3 +14,15 @@ def plain(text: str) -> str:
     """Text from files (names, headers) made inert for the markdown of st.error and friends:
     markdown characters escaped, and URLs and e-mail addresses kept from becoming links."""
     return _AUTOLINK.sub(_JOINER, _MARKDOWN.sub(r"\\\1", str(text)))
+
+
+def duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+def progress_text(done: int, total: int, elapsed: float) -> str:
+    """``done`` of ``total`` series, the time so far and, from the pace so far, the time left."""
+    left = elapsed / done * (total - done) if done else None
+    return (f"{done} / {total} series · {duration(elapsed)} elapsed"
+            + (f" · about {duration(left)} left" if left is not None and done < total else ""))

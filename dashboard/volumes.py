@@ -15,6 +15,7 @@ from pipeline.errors import IngestError
 from pipeline.preprocess.config import PreprocessConfig
 from pipeline.preprocess.transforms import Preprocessor
 from pipeline.io.rsna import read_localizers
+from dashboard.viewer import volume_percentiles
 
 GEOMETRY_SAMPLE = 200  # series scanned for the geometry summary of a large dataset
 
@@ -46,6 +47,7 @@ def display_volume(root: str, series_uid: str, spacing_mm: float) -> dict:
         "source_shape": [volume.info.get("rows"), volume.info.get("columns"), volume.info.get("n_images")],
         "warnings": list(volume.warnings),
         "localizers": points,
+        "percentiles": volume_percentiles(volume.array),
     }
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import streamlit as st
 
 from dashboard.build import load_manifest, run_build, sample_cubes
+from dashboard.text import duration, progress_text
 from dashboard.data import page_start
 from dashboard import figures
 from pipeline.data import datasets_root
@@ -15,14 +18,15 @@ from pipeline.dataset.store import DATASET_FILES, MANIFEST_NAME
 from pipeline.labels import MODALITIES
 from pipeline.preprocess.config import PreprocessConfig
 
-DOWNLOAD_LIMIT = 300 << 20  # larger files: the path is shown instead of a download button
+DOWNLOAD_LIMIT = 2 << 30  # larger files: the path is shown instead of a download button (read when clicked)
 
 
 def parameters() -> BuildConfig | None:
     default = BuildConfig()
     with st.form("build_parameters"):
+        modalities = st.pills("Modalities", list(MODALITIES), selection_mode="multi", default=list(MODALITIES),
+                              key="build_modalities")  # whole names at any width ("MRI T1post" was cut)
         left, middle, right = st.columns(3)
-        modalities = left.multiselect("Modalities", list(MODALITIES), default=list(MODALITIES), key="build_modalities")
         cube = left.number_input("Cube side (voxels)", 16, 96, default.cube, 8)
         spacing = left.number_input("Target spacing (mm)", 0.4, 2.0, default.preprocess.target_spacing[0], 0.1,
                                     format="%.1f")
@@ -43,14 +47,16 @@ def parameters() -> BuildConfig | None:
 
 def build(root, out, config: BuildConfig) -> None:
     rows: list[dict] = []
+    start = time.monotonic()
     with st.status("Building the datasets...", expanded=True) as status:
-        bar = st.progress(0.0)
+        bar = st.progress(0.0, text="Starting the builder...")
         table = st.empty()
 
         def on_series(line: dict) -> None:
             rows.append({"Series": "…" + line["series_uid"][-12:], "Modality": line["modality"],
                          "Status": line["status"], "Cubes": line["cubes"], "Reason": line["reason"]})
-            bar.progress(line["done"] / line["total"], text=f"{line['done']} / {line['total']} series")
+            bar.progress(line["done"] / line["total"],
+                         text=progress_text(line["done"], line["total"], time.monotonic() - start))
             table.dataframe(pd.DataFrame(rows[-8:]), hide_index=True, width="stretch")
 
         code, error = run_build(root, out, config, on_series)
@@ -58,7 +64,8 @@ def build(root, out, config: BuildConfig) -> None:
             status.update(label="The build failed", state="error")
             st.error(error or "The builder stopped with an error.")
             return
-        status.update(label=f"Built from {len(rows)} series", state="complete", expanded=False)
+        status.update(label=f"Built from {len(rows)} series in {duration(time.monotonic() - start)}",
+                      state="complete", expanded=False)
 
 
 def results(out) -> None:
@@ -82,8 +89,11 @@ def results(out) -> None:
     for problem in manifest["problems"]:
         st.caption(f"⚠ {problem}")
 
+    downloads(out, manifest)
     st.subheader("Sample cubes")
-    st.caption("Axial maximum-intensity projections through the middle 12 voxels of each cube.")
+    st.caption("Axial maximum-intensity projections through the middle 12 voxels of each cube. Hard negatives sit "
+               "on vessels (in CTA: contrast values with no bone beside them), negatives anywhere in the head. "
+               "T2 series have 4-6 mm slices: across them the cube is interpolated, and edges show steps.")
     for modality, counts in manifest["datasets"].items():
         path = out / DATASET_FILES[modality]
         if not path.is_file() or counts["total"] == 0:
@@ -100,11 +110,25 @@ def results(out) -> None:
             for image in images:
                 columns[index % 12].image(image.clip(0, 1), caption=kind, width="stretch", clamp=True)
                 index += 1
-        if path.stat().st_size <= DOWNLOAD_LIMIT:
-            st.download_button(f"Download {path.name} ({path.stat().st_size / 1e6:.0f} MB)", path.read_bytes(),
-                               file_name=path.name, mime="application/octet-stream", key=f"download_{modality}")
+
+
+def downloads(out, manifest: dict) -> None:
+    """One download per dataset file, read only when clicked; a file too large for the browser
+    is named with its path."""
+    files = [out / DATASET_FILES[m] for m, counts in manifest["datasets"].items()
+             if counts["total"] and (out / DATASET_FILES[m]).is_file()]
+    if not files:
+        return
+    st.markdown("**Download the datasets**")
+    row = st.container(horizontal=True, wrap=True)
+    for path in files:
+        size = path.stat().st_size
+        if size <= DOWNLOAD_LIMIT:
+            row.download_button(f"{path.name} ({size / 1e6:.0f} MB)", path.read_bytes, file_name=path.name,
+                                mime="application/octet-stream", on_click="ignore", icon=":material/download:",
+                                key=f"download_{path.stem}")
         else:
-            st.caption(f"{path.name}: {path.stat().st_size / 1e9:.1f} GB at {path}")
+            st.caption(f"{path.name}: {size / 1e9:.1f} GB, too large for the browser: it is at {path}")
 
 
 def page() -> None:

@@ -7,15 +7,13 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from dashboard import figures
+from dashboard import figures, viewer
 from dashboard.text import plain
 from dashboard.data import FOLDER, data_folder_check, page_start, series_label, train_table
 from dashboard.volumes import default_spacing, display_volume, geometry_table, modified_time
 from pipeline.io.rsna import ERROR
 from pipeline.labels import MODALITIES
 
-CT_WINDOWS = {"Angiography (W 600, L 200)": (-100.0, 500.0), "Brain (W 80, L 40)": (0.0, 80.0),
-              "Bone (W 2000, L 500)": (-500.0, 1500.0)}
 NEAR_MM = 4.0  # a localizer is marked on slices within this distance
 REPORT_ROWS = 100  # findings of the data folder check shown on the page
 
@@ -55,47 +53,82 @@ def geometry(root, table) -> None:
     st.dataframe(summary, width="stretch")
 
 
+# Modalities in the order the viewer prefers to open on: thin slices show an aneurysm best.
+OPENING_ORDER = ("MRA", "CTA", "MRI T1post", "MRI T2")
+
+
+def opening_series(table) -> int:
+    """Row of ``table`` the viewer opens on: a positive series of the finest modality."""
+    positive = table["Aneurysm Present"].to_numpy() == 1
+    for modality in OPENING_ORDER:
+        rows = np.flatnonzero(positive & (table["Modality"].to_numpy() == modality))
+        if len(rows):
+            return int(rows[0])
+    return 0
+
+
+def on_new_series(shown: dict, uid: str) -> None:
+    """A series just chosen opens on its first aneurysm (else its middle), in every plane."""
+    if st.session_state.get("explore_opened") == uid:
+        return
+    st.session_state["explore_opened"] = uid
+    points = shown["localizers"]
+    middle = [(n - 1) / 2 for n in shown["array"].shape]
+    viewer.jump("explore", points[0]["voxel"] if points else middle, shown["array"].shape)
+
+
+def jump_to_aneurysm() -> None:
+    """The jump control's callback: move the slices, then clear the control for the next jump."""
+    chosen, shown = st.session_state.get("explore_jump"), st.session_state.get("explore_shown")
+    if chosen is not None and shown is not None:
+        viewer.jump("explore", shown["localizers"][chosen]["voxel"], shown["array"].shape)
+    st.session_state["explore_jump"] = None
+
+
 @st.fragment
-def viewer(root, table) -> None:
+def series_viewer(root, table) -> None:
     options = table.to_dict("records")
-    choice = st.selectbox("Series", options, format_func=series_label, key="explore_series")
+    choice = st.selectbox("Series", options, index=opening_series(table), format_func=series_label,
+                          key="explore_series")
+    uid = str(choice["SeriesInstanceUID"])
     with st.spinner("Reading and reorienting the series..."):
         try:
-            shown = display_volume(str(root), str(choice["SeriesInstanceUID"]), default_spacing())
+            shown = display_volume(str(root), uid, default_spacing())
         except Exception as exc:  # a broken series must not break the page
             st.error(f"This series cannot be shown: {exc}")
             return
+    st.session_state["explore_shown"] = shown
+    on_new_series(shown, uid)
     array, spacing = shown["array"], shown["spacing"][0]
     controls, picture = st.columns([1, 3])
     with controls:
-        plane = st.radio("Plane", ["Axial", "Coronal", "Sagittal"], horizontal=True, key="explore_plane")
+        plane = st.radio("Plane", list(figures.PLANES), horizontal=True, key="explore_plane")
         axis = figures.PLANES[plane]
         count = array.shape[axis]
-        index = st.slider("Slice", 0, count - 1, count // 2, key=f"explore_slice_{axis}")
+        index = viewer.slice_slider("explore", axis, count)
+        if shown["localizers"]:
+            st.selectbox("Jump to an aneurysm", range(len(shown["localizers"])), index=None,
+                         format_func=lambda i: f"#{i + 1} {shown['localizers'][i]['location']}",
+                         placeholder="Choose an aneurysm", key="explore_jump", on_change=jump_to_aneurysm)
         mip = st.toggle("MIP (maximum intensity)", value=False, key="explore_mip")
         slab = st.slider("Slab (mm)", 4, 60, 24, 2, disabled=not mip, key="explore_slab")
-        if shown["modality"] == "CT":
-            preset = st.selectbox("Window", list(CT_WINDOWS), key="explore_window")
-            window = CT_WINDOWS[preset]
-        else:
-            window = None  # MR has no absolute scale: windowed on what is shown
+        window = viewer.window_control("explore", shown["modality"] == "CT", shown["percentiles"])
         st.caption(f"Acquired {shown['plane']}, {shown['source_shape'][2]} images of "
                    f"{shown['source_shape'][0]} x {shown['source_shape'][1]}; shown at {spacing:.1f} mm, "
-                   "canonical orientation (patient's left on the right).")
+                   "canonical orientation (patient's right on the viewer's left).")
         for warning in shown["warnings"]:
             st.caption(f"⚠ {warning}")
     half = int(round(slab / 2 / spacing)) if mip else 0
     low, high = max(index - half, 0), min(index + half + 1, count)
     image = figures.plane_image(array, axis, low, high)
-    if window is None:
-        window = tuple(float(v) for v in np.percentile(image, [1.0, 99.8]))
     points = [{"voxel": p["voxel"], "text": p["location"]} for p in shown["localizers"]]
     markers = figures.markers_in_view(points, axis, low, high, array.shape[0], NEAR_MM / spacing)
     title = f"{plane} {'MIP ' + str(slab) + ' mm' if mip else 'slice'} {index + 1}/{count}"
-    picture.plotly_chart(figures.slice_image(image, window, markers, title), width="stretch",
-                         config={"displayModeBar": False})
+    picture.plotly_chart(figures.slice_image(image, window, markers, title, edges=figures.ORIENTATION[axis]),
+                         width="stretch", config={"displayModeBar": False})
     if shown["localizers"]:
-        picture.caption("Circles: the aneurysm localizers of this series (train_localizers.csv).")
+        picture.caption(f"Circles: the aneurysm localizers of this series (train_localizers.csv), on the slices "
+                        f"within {NEAR_MM:g} mm of them.")
 
 
 def folder_check(folder: Path) -> None:
@@ -132,7 +165,7 @@ def page() -> None:
     with tab_geometry:
         geometry(root, table)
     with tab_viewer:
-        viewer(root, table)
+        series_viewer(root, table)
 
 
 page()

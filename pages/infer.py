@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 from niivue_component import niivue_viewer
 
-from dashboard import figures
+from dashboard import figures, viewer
 from dashboard import inference as infer
 from dashboard.data import page_start, series_label, train_table
 from dashboard.text import plain
@@ -202,7 +202,7 @@ def verdict(result: dict) -> None:
 
 
 @st.fragment
-def viewer(result: dict) -> None:
+def slice_viewer(result: dict) -> None:
     prediction, heat = result["prediction"], result["heat"]
     array, spacing = prediction.volume.array, prediction.volume.spacing[0]
     controls, slice_column, mip_column = st.columns([1, 2, 2])
@@ -210,8 +210,7 @@ def viewer(result: dict) -> None:
         plane = st.radio("Plane", list(figures.PLANES), horizontal=True, key="infer_plane")
         axis = figures.PLANES[plane]
         count = array.shape[axis]
-        st.session_state.setdefault(f"infer_slice_{axis}", count // 2)
-        index = st.slider("Slice", 0, count - 1, key=f"infer_slice_{axis}")
+        index = viewer.slice_slider("infer", axis, count)
         slab = st.slider("MIP slab (mm)", 4, 80, 24, 2, key="infer_slab")
         painted = st.toggle("Heatmap", value=True, key="infer_heat")
         if prediction.candidates:
@@ -228,7 +227,8 @@ def viewer(result: dict) -> None:
         image = figures.plane_image(array, axis, low, high)
         shown = figures.markers_in_view(infer.viewer_points(result), axis, low, high, array.shape[0], NEAR_MM / spacing)
         overlay = figures.plane_image(heat, axis, low, high) if painted else None
-        figure = figures.slice_image(image, WINDOW, shown, title, heat=overlay, height=480)
+        figure = figures.slice_image(image, WINDOW, shown, title, heat=overlay, height=480,
+                                     edges=figures.ORIENTATION[axis])
         column.plotly_chart(figure, width="stretch", config={"displayModeBar": False})
     st.markdown("**Top candidates**")
     if prediction.candidates:
@@ -284,7 +284,7 @@ def page() -> None:
     st.divider()
     result_summary(result)
     verdict(result)
-    viewer(result)
+    slice_viewer(result)
     view_3d(result)
     downloads(result)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -15,19 +17,32 @@ def run_app(monkeypatch, tmp_path, series=2):
     return AppTest.from_file("../app.py", default_timeout=120).run()
 
 
+def wait_for_the_demo(root, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not (root / "train.csv").is_file():
+        assert time.monotonic() < deadline, "the demo was not generated"
+        time.sleep(0.5)
+
+
 @pytest.mark.slow  # generates a demo in a child process (~10 s)
-def test_first_launch_generates_the_demo_data_and_names_it(monkeypatch, tmp_path):
+def test_first_launch_generates_the_demo_data_while_the_home_page_works(monkeypatch, tmp_path):
     app = run_app(monkeypatch, tmp_path)
     assert not app.exception
-    assert (tmp_path / "demo" / "train.csv").is_file()
+    assert app.title[0].value == "Intracranial aneurysm detection"  # at once, not after the generation
+    assert any("First launch" in p.proto.text for p in app.sidebar.get("progress"))
+    app.switch_page("pages/explore.py").run()
+    assert any("being generated" in info.value for info in app.info) and not app.error
+    wait_for_the_demo(tmp_path / "demo")
+    app.switch_page("app.py").run()
     sidebar = " ".join(m.value for m in app.sidebar.markdown) + " ".join(c.value for c in app.sidebar.caption)
     assert "Built-in demo (synthetic phantoms)" in sidebar and "2 series" in sidebar
     again = AppTest.from_file("../app.py", default_timeout=60).run()  # second launch: no regeneration
-    assert not again.exception
+    assert not again.exception and not again.sidebar.get("progress")
 
 
 def test_home_page_says_the_data_are_synthetic_and_lists_the_outputs(monkeypatch, tmp_path):
     app = run_app(monkeypatch, tmp_path, series=1)
+    wait_for_the_demo(tmp_path / "demo")
     assert app.title[0].value == "Intracranial aneurysm detection"
     assert any("synthetic phantoms" in info.value for info in app.info)
     text = " ".join(m.value for m in app.markdown)
@@ -46,6 +61,7 @@ def test_the_sidebar_names_the_model_in_use(monkeypatch, tmp_path):
     monkeypatch.setenv("ANEURYSM_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("ANEURYSM_MODEL", str(tmp_path / "none.pt"))
     app = run_app(monkeypatch, tmp_path, series=1)
+    wait_for_the_demo(tmp_path / "demo")
     assert "No trained model yet" in " ".join(c.value for c in app.sidebar.caption)
     monkeypatch.delenv("ANEURYSM_MODEL")
     app = AppTest.from_file("../app.py", default_timeout=60).run()

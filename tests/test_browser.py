@@ -24,6 +24,7 @@ from PIL import Image
 
 from pipeline.labels import LABEL_COLUMNS
 
+from dashboard.layout import NARROW_PX
 from dashboard.screenshot import CHROMIUM, FLAGS  # the same browser settings as the screenshot tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,18 +136,32 @@ def assert_no_error_shown(page) -> None:
     assert page.locator("[data-testid='stException']").count() == 0, "a traceback is shown"
 
 
-def test_every_page_opens_from_the_navigation_without_leaving_this_machine(server, browser, shots):
-    page, outside = open_dashboard(browser, server)
+@pytest.mark.parametrize("width", [1400, 800])
+def test_every_page_opens_from_the_navigation_without_leaving_this_machine(server, browser, shots, width):
+    page, outside = open_dashboard(browser, server, width=width)
     assert page.get_by_role("heading", name="Intracranial aneurysm detection").is_visible()
-    page.screenshot(path=str(shots / "home.png"))
+    page.screenshot(path=str(shots / f"home-{width}.png"))
     for link, title in PAGES.items():
         page.get_by_role("link", name=link).first.click()
         page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
         settle(page)
         assert_no_error_shown(page)
-        page.screenshot(path=str(shots / f"{link.lower().replace(' ', '-')}.png"))
+        fits_the_window(page, width)
+        page.screenshot(path=str(shots / f"{link.lower().replace(' ', '-')}-{width}.png"))
     assert outside == []  # fonts, icons and scripts are the dashboard's own
     page.close()
+
+
+def fits_the_window(page, width: int) -> None:
+    """Nothing wider than the window, and the page's own area keeps most of it (at 800 px the
+    sidebar narrows and columns stack, so tables and charts keep their width)."""
+    main = page.locator("[data-testid='stMain']").bounding_box()
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+    assert main["width"] >= 0.6 * width
+    if width <= NARROW_PX:  # every column but a metric's takes the whole width
+        for column in page.locator("[data-testid='stColumn']:not(:has([data-testid='stMetric']))").all()[:20]:
+            box = column.bounding_box()
+            assert box is None or box["width"] == 0 or box["width"] >= 0.8 * main["width"]  # less its padding
 
 
 def test_an_uploaded_series_gets_the_14_probabilities(server, browser, shots, demo, tmp_path):

@@ -7,6 +7,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard.text import progress_text
 from pipeline.dataset.store import MANIFEST_NAME
 
 
@@ -28,14 +29,15 @@ def test_the_balance_table_matches_the_manifest(monkeypatch, demo, built):
         row = table[table.Modality == modality].iloc[0]
         assert (row["Series"], row["Positive cubes"], row["Negative cubes"], row["Total"]) == (
             counts["series"], counts["positive_cubes"], counts["negative_cubes"], counts["total"])
-    assert len(app.get("download_button")) >= 1
+    files = [name for name, counts in manifest["datasets"].items() if counts["total"]]
+    assert len(app.get("download_button")) == len(files)  # every modality's file, not only the small ones
 
 
 @pytest.mark.slow  # a real build process (~12 s)
 def test_a_build_started_from_the_page_writes_the_datasets(monkeypatch, demo, tmp_path):
     app = open_page(monkeypatch, demo, tmp_path / "datasets")
     assert "No dataset" in app.info[0].value
-    app.multiselect(key="build_modalities").set_value(["MRA", "MRI T1post"])
+    app.button_group(key="build_modalities").set_value(["MRA", "MRI T1post"])
     app.number_input(key="build_negatives").set_value(2)
     app.button[0].click().run()
     assert not app.exception
@@ -59,3 +61,9 @@ def test_a_damaged_dataset_is_named_on_the_page_not_a_traceback(monkeypatch, dem
     assert any(str(damaged) in w.value and "damaged or truncated" in w.value for w in app.warning)
     app.switch_page("pages/train.py").run()
     assert not app.exception
+
+
+def test_the_progress_says_how_long_it_took_and_how_long_is_left():
+    assert progress_text(0, 200, 1.0) == "0 / 200 series · 1 s elapsed"
+    assert progress_text(50, 200, 30.0) == "50 / 200 series · 30 s elapsed · about 1 min 30 s left"
+    assert progress_text(200, 200, 125.0) == "200 / 200 series · 2 min 05 s elapsed"

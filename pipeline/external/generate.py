@@ -22,7 +22,7 @@ from pipeline import __version__
 from pipeline.demo.render import Grid
 from pipeline.external import EXTERNAL_SERIES, FAMILY
 from pipeline.external.anatomy import Dome, Subject, build_subject, grow_dome
-from pipeline.external.render import ARTERY, DOME, VEIN, HeadShape, Look, bias_field, composite, rasterise, scanner, tissue
+from pipeline.external.render import ARTERY, VEIN, HeadShape, Look, bias_field, composite, rasterise, scanner, tissue
 from pipeline.io.dicomwriter import SeriesGeometry, SeriesHeader, derived_uid, write_series
 from pipeline.phantoms import (
     FAKE_PATIENT_TOKEN, VALIDATION_ONLY, PhantomSummary, deal_locations, localizer, modality_mix, stratified_positives,
