@@ -383,9 +383,12 @@ def _predict_all(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from pipeline.inference.evaluate import evaluate_run
+    from pipeline.io.nifti_datasets import is_nifti_dataset
 
     if args.families:
         return _evaluate_families(args)
+    if args.test_set and is_nifti_dataset(args.test_set):
+        return _evaluate_nifti(args)
     what = "test-set series" if args.test_set else "held-out series"
     try:
         result = evaluate_run(args.run, args.test_set or _data_root(args.data), flip=args.flip, test_set=bool(args.test_set),
@@ -407,6 +410,23 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"not calibrated: {fit['reason']}")
     elif args.test_set:
         print("scored " + ("with" if result.get("calibrated") else "without") + " a calibration")
+    return 0
+
+
+def _evaluate_nifti(args: argparse.Namespace) -> int:
+    from pipeline.inference.evaluate import evaluate_nifti_set
+
+    try:
+        result = evaluate_nifti_set(args.run, args.test_set, args.layout, args.modality, flip=args.flip,
+                                    progress=lambda done, total: _progress_bar(done, total, "cases"))
+    except (IngestError, ValueError, FileNotFoundError) as exc:
+        return _error(exc)
+    _end_progress_bar()
+    print(f"test set '{result['test_set']}': {result['series']} cases ({result['positives']} with an aneurysm, "
+          f"{result['froc']['aneurysms']} aneurysms); {_figures(result)} (no location labels in this layout: "
+          "the location AUCs and the final score are undefined)")
+    for case, reason in result["skipped"].items():
+        print(f"  skipped {case}: {reason}")
     return 0
 
 
@@ -598,6 +618,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "family), generating the missing ones first")
     evaluate.add_argument("--validation-dir", metavar="DIR",
                           help="where the validation sets are kept (default: ANEURYSM_VALIDATION_DIR, else data/validation)")
+    evaluate.add_argument("--layout", choices=("auto", "adam", "bids"), default="auto",
+                          help="a --test-set of NIfTI images: ADAM-style case folders or BIDS-style sub-*/ses-*/anat "
+                               "(default: told apart by the folder)")
+    evaluate.add_argument("--modality", default="MRA",
+                          help="the modality of a NIfTI --test-set's images (default MRA: the public sets are TOF-MRA)")
     evaluate.set_defaults(handler=_evaluate)
 
     validate = commands.add_parser("validate", help="check a data folder before a build (tables, identifiers, "

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from pipeline.errors import IngestError
 from pipeline.inference.predictor import Predictor
@@ -99,6 +100,50 @@ def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: boo
         result["calibration_fit"] = calibrate_checkpoint(folder.best, labels, raw,
                                                          np.array([r["modality"] for r in rows]))
         folder.write_evaluation(result)
+    return result
+
+
+def evaluate_nifti_set(run: str | os.PathLike, root: str | os.PathLike, layout: str = "auto",
+                       modality: str = "MRA", flip: bool = True,
+                       progress: Callable[[int, int], None] | None = None) -> dict:
+    """Score every case of a NIfTI dataset in a public layout (`pipeline.io.nifti_datasets`:
+    ADAM-style or BIDS-style) with the run's calibrated model, into ``test_sets/<name>.json``.
+
+    These datasets say where each aneurysm is, not at which of the 13 locations: their
+    location AUCs, and so the RSNA final score, are undefined; the Aneurysm Present AUC and
+    the FROC (a candidate within the aneurysm's radius of its centre finds it) are the figures.
+
+    Raises:
+        pipeline.errors.IngestError: no case of the layout, or an unreadable reference.
+    """
+    from pipeline.io.nifti_datasets import find_cases
+
+    folder, root = RunFolder(run), Path(root)
+    cases = find_cases(root, layout, modality)
+    predictor = Predictor(folder.best, flip=flip)
+    rows, skipped, start = [], {}, time.perf_counter()
+    for done, case in enumerate(cases, start=1):
+        try:
+            prediction = predictor.predict(case.image, modality=case.modality)
+            rows.append({"series_uid": case.case_id, "modality": case.modality,
+                         **{name: prediction.probabilities[name] for name in LABEL_COLUMNS},
+                         "seconds": prediction.timings.get("total", 0.0),
+                         "candidates": [(c["position_mm"], c["probability"]) for c in prediction.candidates],
+                         "aneurysms": [([float(v) for v in centre], radius) for centre, radius in case.aneurysms]})
+        except IngestError as exc:
+            skipped[case.case_id] = str(exc)
+        if progress:
+            progress(done, len(cases))
+    truth = pd.DataFrame({name: 0 for name in LABEL_COLUMNS}, index=[c.case_id for c in cases])
+    truth[ANEURYSM_PRESENT] = [int(bool(c.aneurysms)) for c in cases]
+    name = f"{root.name} (NIfTI)"
+    result = {**scored_figures(rows, truth), "skipped": skipped, "flip": flip,
+              "series_set": f"every case of {root}", "cube_validation_auc": predictor.meta.validation_auc,
+              "best_epoch": predictor.meta.epoch, "seconds": round(time.perf_counter() - start, 2),
+              "test_set": name, "family": {"family": name, "layout": layout, "modality": modality},
+              "calibrated": bool(predictor.calibration),
+              "references": {c.case_id: [str(p.relative_to(root)) for p in c.references] for c in cases}}
+    folder.write_test_evaluation(result)
     return result
 
 
