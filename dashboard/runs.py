@@ -12,12 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 import pandas as pd
 
 from pipeline.data import PROJECT_ROOT
 from pipeline.dataset.store import DATASET_FILES, dataset_files
 from pipeline.model.config import ModelConfig
 from pipeline.runs import EXTERNAL, FROC_COLUMN, OTHER, RUNNING, SETTLED, STARTING, RunFolder, score_rows
+from dashboard.text import duration
 from pipeline.training.config import TrainConfig
 
 LIVE = (RUNNING, STARTING)  # states in which a run's page view refreshes itself
@@ -34,10 +37,34 @@ def available_datasets(datasets: Path) -> list[str]:
 
 
 def training_config(datasets: Path, modalities: list[str], epochs: int, width: int, blocks: int,
-                    first_stage: bool, vessel_head: bool = False) -> TrainConfig:
+                    first_stage: bool, vessel_head: bool = False,
+                    steps_per_epoch: int = TrainConfig().steps_per_epoch) -> TrainConfig:
     """What the page's form asks for; every other option keeps `TrainConfig`'s default."""
     model = ModelConfig(width=width, blocks=blocks, first_stage=first_stage, vessel_head=vessel_head)
-    return TrainConfig(datasets=dataset_files([datasets], modalities), epochs=epochs, model=model)
+    return TrainConfig(datasets=dataset_files([datasets], modalities), epochs=epochs, steps_per_epoch=steps_per_epoch,
+                       model=model)
+
+
+def measured_speed(runs: list[RunFolder]) -> tuple[str, float] | None:
+    """The latest run that measured its speed on this machine and its crops per second."""
+    for run in runs:
+        rates = [r["crops_per_second"] for r in run.read_metrics() if r["kind"] == "epoch" and r.get("crops_per_second")]
+        if rates:
+            return run.name, float(np.median(rates))
+    return None
+
+
+def time_estimate(config: TrainConfig, speed: tuple[str, float] | None) -> str:
+    """How long a run of ``config`` takes at the speed the last run here measured (its crops
+    only: the held-out series scoring of the last epochs comes on top)."""
+    crops = config.epochs * config.steps_per_epoch * config.batch_size
+    if speed is None:
+        return f"{crops:,} crops of {config.crop}³ voxels; no run here has measured this machine's speed yet."
+    name, rate = speed
+    return (f"{crops:,} crops of {config.crop}³ voxels: about {duration(crops / rate)} at the {rate:.0f} crops/s "
+            f"run {name} measured here, plus the scoring of the held-out series in the last "
+            f"{min(config.series_validation_epochs, config.epochs)} epoch(s) (a model of another size trains at "
+            "another speed).")
 
 
 def best_validation(epochs: list[dict]) -> tuple[str, float | None]:

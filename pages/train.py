@@ -21,10 +21,12 @@ def start_form() -> None:
     if not available:
         st.info("No dataset yet: build one on the Dataset building page first.")
         return
-    with st.form("train_start"):
+    with st.container(border=True):  # not a form: the time estimate follows every change
         left, middle, right = st.columns(3)
         modalities = left.multiselect("Datasets", available, default=available, key="train_modalities")
         epochs = middle.number_input("Epochs", 1, 500, TrainConfig().epochs, key="train_epochs")
+        steps = middle.number_input("Steps per epoch", 1, 10_000, TrainConfig().steps_per_epoch, key="train_steps",
+                                    help=f"Each step trains on {TrainConfig().batch_size} crops.")
         width = right.selectbox("Model width", [16, 24, 32], key="train_width")
         blocks = right.selectbox("Blocks per stage", [1, 2], key="train_blocks")
         light = right.checkbox("Without the first stage", key="train_light",
@@ -34,8 +36,12 @@ def start_form() -> None:
                                  help="A vessel segmentation head trained on the series with vessel label maps "
                                       "(segmentations/; every demo series has one); the README says what it "
                                       "changed on held-out series and the external family.")
-        name = middle.text_input("Run name", time.strftime("run-%Y%m%d-%H%M%S"), key="train_name")
-        submitted = st.form_submit_button("Start training", type="primary")
+        st.session_state.setdefault("train_name", time.strftime("run-%Y%m%d-%H%M%S"))
+        name = left.text_input("Run name", key="train_name")
+        st.caption("Time: " + run_control.time_estimate(
+            run_control.training_config(datasets_root(), available, int(epochs), width, blocks, not light, vessels,
+                                        int(steps)), run_control.measured_speed(list_runs(runs_root()))))
+        submitted = st.button("Start training", type="primary", key="train_start")
     if not submitted:
         return
     if not modalities:
@@ -45,7 +51,8 @@ def start_form() -> None:
     if run.path.exists():
         st.error(f"A run named {run.name} already exists.")
         return
-    config = run_control.training_config(datasets_root(), modalities, int(epochs), width, blocks, not light, vessels)
+    config = run_control.training_config(datasets_root(), modalities, int(epochs), width, blocks, not light, vessels,
+                                         int(steps))
     run_control.start(run, config)
     st.session_state["train_run"] = run.name
     st.success(f"Started {run.name}; it goes on if you close this page.")

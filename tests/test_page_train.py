@@ -59,6 +59,7 @@ def test_a_run_started_from_the_page_trains_in_its_own_process(monkeypatch, demo
     runs = tmp_path / "runs"
     app = open_page(monkeypatch, demo, built, runs)
     app.number_input(key="train_epochs").set_value(1)
+    app.number_input(key="train_steps").set_value(6)
     app.text_input(key="train_name").set_value("from-page")
     app.checkbox(key="train_light").check()
     app.button[0].click().run()
@@ -70,7 +71,11 @@ def test_a_run_started_from_the_page_trains_in_its_own_process(monkeypatch, demo
             break
         time.sleep(1)
     assert json.loads(status.read_text())["state"] == "finished"
-    assert json.loads((runs / "from-page" / "config.json").read_text())["model"]["first_stage"] is False
+    config = json.loads((runs / "from-page" / "config.json").read_text())
+    assert config["model"]["first_stage"] is False and config["steps_per_epoch"] == 6
+    app.run()
+    estimate = " ".join(c.value for c in app.caption if c.value.startswith("Time:"))
+    assert "crops/s run from-page measured here" in estimate  # the next run's time, from this one's speed
     app.run()
     evaluate = [b for b in app.button if b.label == "Evaluate on held-out series"]
     assert evaluate
