@@ -20,7 +20,7 @@ def test_the_documented_sets_cover_the_demo_test_seed_every_shift_and_the_extern
 def test_a_run_is_scored_on_each_set_which_is_generated_once(trained, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
-    sets = [ValidationSet("demo", 11, 4, "noise=2.5"), ValidationSet("external", 3, 2)]
+    sets = [ValidationSet("demo", 11, 2, "noise=2.5"), ValidationSet("external", 3, 2)]
     reports = []
     results = evaluate_families(run, tmp_path / "validation", sets=sets,
                                 report=lambda name, what, done, total: reports.append((name, what)))
