@@ -202,3 +202,33 @@ def test_the_vessel_loss_trains_nothing_on_crops_without_labels():
     heatmap_loss(model, dataclasses.replace(batch, vessel_weight=torch.tensor([1.0, 0.0])), config,
                  precision).backward()
     assert model.vessel_head.weight.grad.abs().max() > 0
+
+
+def test_vessel_centred_crops_hold_an_artery_at_their_centre():
+    """With vessel_crop_share 1, every crop of a labelled series without an aneurysm is centred
+    on one of its artery voxels (a thin tube here), not anywhere in the volume."""
+    from pipeline.training.config import TrainConfig
+    from pipeline.training.crops import draw_batch
+
+    labels = np.zeros((96, 96, 96), np.uint8)
+    labels[60, 20:80, 70] = 3  # one artery, far from the volume's centre
+    bank = VolumeBank("cpu")
+    bank.fill([("s0", np.zeros((96, 96, 96), np.float16), np.full(3, 0.8), labels)])
+    aneurysms = Aneurysms.of(bank.uids, {}, {})
+    config = TrainConfig(datasets=("x",), batch_size=12, crop=32, vessel_crop_share=1.0, symmetry_share=0.0)
+    batch = draw_batch(bank, aneurysms, config, np.random.default_rng(0))
+    middle = (slice(None), *[slice(2, 7)] * 3)  # the cells over voxels 6-26: a centre at least 8 inside
+    assert (batch.vessel[middle] > 0).flatten(1).any(dim=1).all()  # an artery in every crop's middle
+    anywhere = draw_batch(bank, aneurysms, dataclasses.replace(config, vessel_crop_share=0.0), np.random.default_rng(0))
+    assert (anywhere.vessel[middle] > 0).flatten(1).any(dim=1).float().mean() < 0.5  # anywhere: most miss it
+
+
+def test_modality_balance_draws_each_modality_alike():
+    from pipeline.training.trainer import modality_weights
+
+    modalities = ["CTA"] * 9 + ["MRI T1post"]
+    assert modality_weights(modalities, 0.0).tolist() == [1.0] * 10  # every series alike
+    weights = modality_weights(modalities, 1.0)
+    assert weights[:9].sum() == weights[9:].sum()  # every modality alike
+    half = modality_weights(modalities, 0.5)
+    assert 1 < half[9] / half[0] < 9

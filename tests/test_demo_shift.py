@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.__main__ import main
-from pipeline.demo.generate import POSE_DEG, SHIFT_GRID, Shift, plan_dataset, render_series
+from pipeline.demo.generate import POSE_DEG, RANDOMISED_ACQUISITION, SHIFT_GRID, Shift, plan_dataset, render_series
 from pipeline.phantoms import family_label
 
 
@@ -81,9 +81,38 @@ def test_a_shift_needs_its_own_folder(capsys):
 def test_domain_randomisation_is_its_own_family_variant_with_wider_draws():
     plain, wide = _t1post(), next(p for p in plan_dataset(12, seed=4, randomised=True) if p.modality == "MRI T1post")
     assert wide.randomised and not plain.randomised and wide.series_uid != plain.series_uid
-    assert dataclasses.replace(wide, randomised=False, series_uid=plain.series_uid) == plain  # same acquisition
+    # the same subject and labels; the plane and slice thickness drawn again, wide
+    assert dataclasses.replace(wide, randomised=False, series_uid=plain.series_uid, plane=plain.plane,
+                               slice_mm=plain.slice_mm) == plain
+    (planes, _), (thinnest, thickest) = RANDOMISED_ACQUISITION["MRI T1post"]
+    assert wide.plane in planes and thinnest <= wide.slice_mm <= thickest
+    t2 = [p for p in plan_dataset(60, seed=4, randomised=True) if p.modality == "MRI T2"]
+    assert {p.plane for p in t2} == {"axial", "coronal", "sagittal"}  # the demo family has no sagittal T2
     looks = [render_series(dataclasses.replace(wide, index=i))[5:7] for i in range(4)]
     gains = {round(scanner.gain, 3) for _, scanner in looks}
     assert len(gains) == 4 and all(0.4 <= g <= 3.0 for g in gains)  # the receiver gain varies
     assert render_series(plain)[6].gain == 1.0  # the demo family's own scanner
     assert family_label({"family": "demo", "randomised": True, "shift": {}}, "x") == "demo randomised"
+
+
+def test_a_randomised_subject_has_anatomy_the_demo_family_never_shows():
+    """Domain randomisation draws what drew the model's false positives on foreign phantoms:
+    deep veins, cerebellar arteries, a vertebrobasilar junction elsewhere, bone beside the
+    siphon, calcifications; the demo family itself stays as it was."""
+    from pipeline.demo.anatomy import CALCIFICATION_GAP_MM, build_head
+
+    plain = build_head(np.random.default_rng(1))
+    heads = [build_head(np.random.default_rng(seed), randomised=True) for seed in range(6)]
+    assert not plain.calcifications and not plain.bones and "vein of Galen" not in {t.name for t in plain.tubes}
+    for head in heads:
+        names = {t.name for t in head.tubes}
+        assert {"vein of Galen", "straight sinus", "internal cerebral vein 1"} <= names and len(head.bones) == 3
+        arteries = [t for t in head.tubes if t.kind == "artery"]
+        wall = np.vstack([t.points for t in arteries]), np.concatenate([t.radii for t in arteries])
+        for centre, radius in head.calcifications:  # never on an artery: that would be an unlabelled dome
+            assert np.min(np.linalg.norm(wall[0] - centre, axis=1) - wall[1]) > radius + CALCIFICATION_GAP_MM
+    assert any(name.startswith(("PICA", "AICA")) for head in heads for name in {t.name for t in head.tubes})
+    assert sum(len(head.calcifications) for head in heads) > 0
+    junctions = np.array([next(t for t in head.tubes if t.name == "basilar").points[0] for head in heads])
+    assert np.ptp(junctions[:, 1]) > 5  # the junction moves from subject to subject
+    assert next(t for t in plain.tubes if t.name == "basilar").points[0] == pytest.approx([0, 20, -41])

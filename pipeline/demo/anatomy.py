@@ -65,6 +65,8 @@ class Head:
     bulges: list[tuple[np.ndarray, float]] = field(default_factory=list)  # mimics: (centre, radius)
     variants: list[str] = field(default_factory=list)
     mimics: list[str] = field(default_factory=list)
+    calcifications: list[tuple[np.ndarray, float]] = field(default_factory=list)  # off the vessels: (centre, radius)
+    bones: list["Ellipsoid"] = field(default_factory=list)  # skull-base bone beyond SKULL_BASE, beside the arteries
 
 
 # Head compartments (mm). The skull is the shell between SKULL_OUTER and SKULL_INNER.
@@ -182,12 +184,21 @@ def build_head(rng: np.random.Generator, keep: set[str] = frozenset(), calibre: 
         direction = _unit(direction - 0.3 * away / max(len(branches), 1))
         sites[location].append(Site(location, point, direction, float(parent.radii[-1]), "bifurcation"))
 
-    # Posterior circulation: vertebral arteries -> basilar -> tip.
+    # Posterior circulation: vertebral arteries -> basilar -> tip. Randomised: the junction moves
+    # (the basilar's length and lean with it) and one vertebral artery may be hypoplastic.
+    junction = np.array([0.0, 20.0, -41.0])
+    vertebral_radius = {LEFT: 1.5, RIGHT: 1.5}
+    if randomised:
+        junction += rng.uniform([-4, -5, -10], [4, 16, 8])
+        if rng.random() < 0.3:
+            vertebral_radius[LEFT if rng.random() < 0.5 else RIGHT] = rng.uniform(0.6, 1.0)
     for side in (LEFT, RIGHT):
-        add(f"vertebral {side}", _mirror([(9, 32, -78), (8, 28, -62), (5, 24, -50), (1, 20, -41)], side), 1.5,
+        way = _mirror([(9, 32, -78), (8, 28, -62), (5, 24, -50)], side) + (junction - (0.0, 20.0, -41.0)) * [0, 0.7, 0.5]
+        add(f"vertebral {side}", np.vstack([way, junction + (side, 0, 0)]), vertebral_radius[side],
             "Other Posterior Circulation")
-    basilar = add("basilar", [(0, 20, -41), (0, 17, -28), (0, 14, -14), (0, 12, -4)], 1.6,
-                  "Other Posterior Circulation", end_radius=1.5)
+    moved = junction - (0.0, 20.0, -41.0)
+    basilar = add("basilar", [junction, np.add((0, 17, -28), moved * 2 / 3), np.add((0, 14, -14), moved / 3),
+                              (0, 12, -4)], 1.6, "Other Posterior Circulation", end_radius=1.5)
     wall_sites(basilar, "Other Posterior Circulation", count=3)
     tip_branches = []
     fetal_sides = set()
@@ -219,7 +230,7 @@ def build_head(rng: np.random.Generator, keep: set[str] = frozenset(), calibre: 
         infra = add(f"ICA infraclinoid {side}",
                     _mirror([(22, 8, -85), (20, 12, -58), (18, 3, -41), (15, -7, -29), (14, -14, -19),
                              (13, -10, -11), (13, -5, -7)], side), 2.2, f"{side_name} Infraclinoid Internal Carotid Artery",
-                    end_radius=2.0, extra_wobble=-0.3)
+                    end_radius=2.0, extra_wobble=rng.uniform(0.0, 2.0) if randomised else -0.3)  # siphon shape
         wall_sites(infra, f"{side_name} Infraclinoid Internal Carotid Artery", start=0.45, stop=0.9, count=4)
         supra = add(f"ICA supraclinoid {side}", _mirror([(13, -5, -7), (13, -1, -3), (13.5, 0, 1), (14, -2, 4)], side),
                     2.0, f"{side_name} Supraclinoid Internal Carotid Artery", end_radius=1.8)
@@ -267,10 +278,118 @@ def build_head(rng: np.random.Generator, keep: set[str] = frozenset(), calibre: 
              float(acomm.radii[0]), "bifurcation"))
 
     # Dural venous sinuses: bright in CTA and T1 post-contrast (mimics), suppressed in TOF MRA.
+    if randomised:
+        _more_arteries(add, tubes, junction, rng)
     _add_sinuses(tubes, rng)
 
     bulges, mimics = _mimics(tubes, sites, rng, add)
-    return Head(tubes, sites, bulges, variants, mimics)
+    head = Head(tubes, sites, bulges, variants, mimics)
+    if randomised:
+        _warp_arteries(head, rng)
+        _deep_veins(tubes, rng)
+        head.calcifications = _calcifications(rng, [t for t in tubes if t.kind == "artery"])
+        head.bones = _skull_base_variants(rng)
+    return head
+
+
+# --------------------------------------------------------------------------------------
+# Domain randomisation: anatomy the demo family lacks, so that a model cannot learn "a bright
+# tube where the demo has none is an aneurysm" (it did: foreign veins, a vertebrobasilar
+# junction elsewhere, bone beside the siphon drew its false positives).
+
+
+def _more_arteries(add, tubes: list[Tube], junction: np.ndarray, rng: np.random.Generator) -> None:
+    """Cerebellar arteries (PICA from each vertebral, AICA from the basilar) and ophthalmic
+    arteries, each present or not, on a course of their own."""
+    for side in (LEFT, RIGHT):
+        if rng.random() < 0.8:  # PICA: around the medulla, back and down
+            start = junction + (side * 2.5, 3.0, -6.0)
+            add(f"PICA {side}", [start, start + (side * 7, 6, -8), start + (side * 11, 16, -6) + rng.normal(0, 3, 3),
+                                 start + (side * 14, 28, -2) + rng.normal(0, 4, 3)], rng.uniform(0.6, 0.9),
+                "Other Posterior Circulation", end_radius=0.5, extra_wobble=1.0)
+        if rng.random() < 0.8:  # AICA: from the lower basilar, out towards the ear
+            start = junction * 0.7 + np.array([0, 12, -4]) * 0.3 + (side, 0, 0)
+            add(f"AICA {side}", [start, start + (side * 9, 1, 1), start + (side * 18, 6, 3) + rng.normal(0, 3, 3),
+                                 start + (side * 24, 14, 2) + rng.normal(0, 3, 3)], rng.uniform(0.5, 0.8),
+                "Other Posterior Circulation", end_radius=0.45, extra_wobble=0.8)
+        if rng.random() < 0.7:  # ophthalmic: forward from the ICA above the clinoid
+            start = np.array([side * 13.0, -4.0, -5.0])
+            add(f"ophthalmic {side}", [start, start + (side * 3, -10, -2), start + (side * 10, -26, -3),
+                                       start + (side * 16, -40, -6) + rng.normal(0, 3, 3)], rng.uniform(0.5, 0.8),
+                None, end_radius=0.4, extra_wobble=1.0)
+
+
+def _warp_arteries(head: Head, rng: np.random.Generator) -> None:
+    """Stretch and shear the arterial tree about the circle of Willis (another subject's
+    proportions, and another fit inside the skull): arteries, sites and mimics move together."""
+    matrix = np.diag(rng.uniform(0.88, 1.14, 3)) + rng.uniform(-0.07, 0.07, (3, 3)) * (1 - np.eye(3))
+    for tube in head.tubes:
+        if tube.kind == "artery":
+            tube.points = tube.points @ matrix.T
+    for sites in head.sites.values():
+        for site in sites:
+            site.point = matrix @ site.point
+            site.direction = _unit(matrix @ site.direction)
+    head.bulges = [(matrix @ centre, radius) for centre, radius in head.bulges]
+
+
+def _deep_veins(tubes: list[Tube], rng: np.random.Generator) -> None:
+    """The deep venous system and cavernous sinuses, bright in CTA and T1 post-contrast: the
+    internal cerebral veins, the vein of Galen, the straight sinus, the basal veins and a few
+    cortical veins, each with its own calibre."""
+    jitter = lambda scale=2.0: rng.normal(0, scale, 3)  # noqa: E731
+    galen = np.array([0.0, 30.0, 20.0]) + jitter()
+    torcula = np.array([0.0, 82.0, 8.0]) + jitter(3.0)
+
+    def vein(name, control, radius):
+        points = catmull_rom(np.asarray(control, float))
+        tubes.append(Tube(name, points, np.full(len(points), radius), None, "vein"))
+
+    vein("vein of Galen", [galen - (0, 6, -1), galen, galen + (0, 6, -3)], rng.uniform(2.0, 3.5))
+    vein("straight sinus", [galen + (0, 6, -3), (galen + torcula) / 2 + jitter(), torcula], rng.uniform(1.8, 3.0))
+    for side in (LEFT, RIGHT):
+        vein(f"internal cerebral vein {side}", [(side * 3.0, -4.0, 24.0) + jitter(1.0), (side * 2.0, 14.0, 25.0),
+                                               galen - (0, 6, -1)], rng.uniform(0.8, 1.5))
+        if rng.random() < 0.8:
+            vein(f"basal vein {side}", [(side * 15.0, -2.0, -3.0) + jitter(), (side * 18.0, 12.0, 4.0) + jitter(),
+                                        (side * 8.0, 26.0, 16.0), galen - (0, 4, 0)], rng.uniform(0.8, 1.4))
+        if rng.random() < 0.7:  # around the cavernous carotid, against the skull base
+            centre = np.array([side * 16.0, -12.0, -20.0]) + jitter(1.5)
+            vein(f"cavernous sinus {side}", [centre - (0, 8, 1), centre, centre + (0, 8, 2)], rng.uniform(2.0, 4.0))
+    for index in range(int(rng.integers(2, 7))):  # cortical veins, on the brain's surface
+        direction = _unit(rng.normal(0, 1, 3) + (0, 0, 0.8))
+        ends = [direction, _unit(direction + rng.normal(0, 0.35, 3)), _unit(direction + rng.normal(0, 0.5, 3))]
+        vein(f"cortical vein {index}", [_inside_brain(np.array(HEAD_CENTRE) + d * 90.0, 0.97) for d in ends],
+             rng.uniform(0.8, 2.0))
+
+
+def _calcifications(rng: np.random.Generator, arteries: list[Tube]) -> list[tuple[np.ndarray, float]]:
+    """Round bright things away from the arteries (choroid plexus, pineal, falx): a dome must
+    sit on a vessel to be an aneurysm, so one that would touch an artery is left out."""
+    found = []
+    for side in (LEFT, RIGHT):
+        if rng.random() < 0.6:
+            found.append((np.array([side * 24.0, 22.0, 24.0]) + rng.normal(0, 2.5, 3), rng.uniform(1.5, 4.0)))
+    if rng.random() < 0.5:
+        found.append((np.array([0.0, 34.0, 18.0]) + rng.normal(0, 1.5, 3), rng.uniform(1.2, 3.0)))
+    for _ in range(int(rng.integers(0, 3))):
+        found.append((np.array([rng.normal(0, 1), rng.uniform(-40, 60), rng.uniform(30, 70)]), rng.uniform(1.0, 3.0)))
+    wall = np.vstack([t.points for t in arteries]), np.concatenate([t.radii for t in arteries])
+    return [(centre, radius) for centre, radius in found
+            if np.min(np.linalg.norm(wall[0] - centre, axis=1) - wall[1]) > radius + CALCIFICATION_GAP_MM]
+
+
+CALCIFICATION_GAP_MM = 3.0  # least distance from a calcification's edge to an artery wall
+
+
+def _skull_base_variants(rng: np.random.Generator) -> list[Ellipsoid]:
+    """Anterior clinoid processes and dorsum sellae of each subject's size, against the ICA."""
+    bones = [Ellipsoid((0.0, 4.0, -14.0), tuple(np.array([7.0, 2.0, 5.0]) * rng.uniform(0.6, 1.4)))]
+    for side in (LEFT, RIGHT):
+        centre = np.array([side * 12.0, -9.0, -8.0]) + rng.normal(0, 1.5, 3)
+        bones.append(Ellipsoid(tuple(centre), tuple(np.array([5.0, 4.0, 2.5]) * rng.uniform(0.6, 1.5)),
+                               side * rng.uniform(0, 30)))
+    return bones
 
 
 def _distal_branches(add, parent: Tube, rng: np.random.Generator, count: int) -> None:
@@ -363,11 +482,16 @@ class Aneurysm:
         return 2.0 * self.radius
 
 
-def place_aneurysm(site: Site, diameter: float, rng: np.random.Generator) -> Aneurysm:
-    """Grow a dome of ``diameter`` mm at ``site``; its base overlaps the wall (the neck)."""
+def place_aneurysm(site: Site, diameter: float, rng: np.random.Generator, randomised: bool = False) -> Aneurysm:
+    """Grow a dome of ``diameter`` mm at ``site``; its base overlaps the wall (the neck).
+    Randomised: a neck from wide to narrow, and a third of the domes elongated."""
     radius = diameter / 2.0
-    centre = site.point + site.direction * (site.vessel_radius + 0.55 * radius)
+    neck = rng.uniform(0.2, 0.9) if randomised else 0.55
+    centre = site.point + site.direction * (site.vessel_radius + neck * radius)
     lobes = [(centre, radius)]
+    if randomised and rng.random() < 0.35:  # elongated: a second, smaller sphere further out
+        lobes.append((centre + _unit(site.direction + rng.normal(0, 0.3, 3)) * radius * rng.uniform(0.4, 0.8),
+                      radius * rng.uniform(0.6, 0.9)))
     if rng.random() < 0.35:  # lobulated: one or two daughter blebs on the dome
         for _ in range(int(rng.integers(1, 3))):
             direction = _unit(site.direction + rng.normal(0, 0.7, 3))

@@ -25,7 +25,8 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 from pipeline import __version__
 from pipeline.demo import DEMO_SERIES
 from pipeline.demo.anatomy import (
-    BRAIN, CSF_SPACES, SCALP, SKULL_BASE, SKULL_INNER, SKULL_OUTER, Aneurysm, Head, build_head, place_aneurysm,
+    BRAIN, CSF_SPACES, SCALP, SKULL_BASE, SKULL_INNER, SKULL_OUTER, Aneurysm, Ellipsoid, Head, build_head,
+    place_aneurysm,
 )
 from pipeline.demo.render import Grid, coarse_axes, render_spheres, render_tubes, smooth_noise, soft_ellipsoid, upsample
 from pipeline.io.dicomwriter import SeriesGeometry, SeriesHeader, derived_uid, write_series
@@ -70,6 +71,7 @@ class Appearance:
     aneurysm: float
     noise: float
     bias: float = 0.0
+    calcification: float = 0.0  # round things off the vessels (domain randomisation only)
 
 
 def appearance(modality: str, rng: np.random.Generator) -> Appearance:
@@ -91,23 +93,25 @@ def appearance(modality: str, rng: np.random.Generator) -> Appearance:
 def randomised_appearance(modality: str, rng: np.random.Generator) -> Appearance:
     """One series' intensities, drawn wide (domain randomisation): contrast level and timing,
     venous filling, bone density, slow flow in aneurysms, noise and bias vary as they do
-    between scanners, protocols and patients."""
+    between scanners, protocols and patients; in MR the scalp and orbital fat may outshine
+    the arteries (TOF and T1 fat is bright), so "brightest is vessel" does not hold."""
     u = rng.uniform
     if modality == "CTA":
-        artery = u(180, 650)  # contrast dose and timing
+        artery = u(150, 650)  # contrast dose and timing
         return Appearance(-1000, u(25, 60), u(700, 1900), u(0, 12), u(28, 48), artery,
                           artery * u(0.3, 1.05),  # venous filling: early arterial to late venous phase
-                          artery * u(0.75, 1.0), u(3, 25))
+                          artery * u(0.75, 1.0), u(3, 25), calcification=u(150, 900))
     if modality == "MRA":  # time of flight: inflowing blood bright, background and veins suppressed
         artery = u(450, 1200)
-        return Appearance(0, u(150, 450), u(10, 40), u(25, 80), u(120, 220), artery, u(60, 200),
+        return Appearance(0, u(150, 900), u(10, 40), u(25, 80), u(120, 260), artery, u(60, 400),
                           artery * u(0.45, 0.95),  # slow flow in the dome loses inflow signal
-                          u(6, 24), u(0.0, 0.35))
+                          u(6, 24), u(0.0, 0.35), calcification=u(60, 600))
     if modality == "MRI T2":  # flow voids, bright CSF
-        return Appearance(0, u(200, 420), u(15, 50), u(800, 1400), u(350, 550), u(30, 110), u(40, 120), u(80, 400),
-                          u(8, 25), u(0.05, 0.3))
-    return Appearance(0, u(300, 600), u(20, 50), u(60, 140), u(250, 420), u(480, 850), u(500, 950), u(420, 780),
-                      u(6, 20), u(0.05, 0.3))  # MRI T1post
+        return Appearance(0, u(200, 700), u(15, 50), u(800, 1400), u(350, 600), u(30, 140), u(40, 160), u(80, 420),
+                          u(8, 25), u(0.05, 0.3), calcification=u(30, 300))
+    artery = u(450, 900)
+    return Appearance(0, u(300, 1000), u(20, 50), u(60, 140), u(250, 420), artery, artery * u(0.8, 1.25),
+                      u(420, 800), u(6, 20), u(0.05, 0.3), calcification=u(250, 900))  # MRI T1post
 
 
 @dataclass
@@ -247,9 +251,29 @@ def _variant(plan: SeriesPlan, shift: Shift, randomised: bool) -> SeriesPlan:
     # other pixels, other series: a variant never shares a UID (nor a cache entry) with the original
     changes = sorted(shift.changes().items()) + ([("randomised", True)] if randomised else [])
     uid = derived_uid("demo series", plan.seed, plan.index, changes)
+    if randomised:
+        plan = _randomised_acquisition(plan)
     return dataclasses.replace(plan, shift=shift, randomised=randomised, series_uid=uid,
                                pixel_mm=round(plan.pixel_mm * shift.pixel, 3),
                                slice_mm=round(plan.slice_mm * shift.slice, 3), matrix=matrix)
+
+
+# Domain randomisation of the acquisition: (planes, their probabilities), slice thickness range mm.
+RANDOMISED_ACQUISITION = {
+    "CTA": ((("axial",), (1.0,)), (0.5, 1.25)),
+    "MRA": ((("axial", "coronal"), (0.9, 0.1)), (0.5, 1.2)),
+    "MRI T2": ((("axial", "coronal", "sagittal"), (0.5, 0.25, 0.25)), (2.5, 6.5)),
+    "MRI T1post": ((("axial", "sagittal", "coronal"), (0.4, 0.35, 0.25)), (0.8, 1.6)),
+}
+
+
+def _randomised_acquisition(plan: SeriesPlan) -> SeriesPlan:
+    """Another plane and slice thickness for the series (a sagittal T2 with 6 mm slices is
+    blurred along the patient's left-right axis, which the demo family never shows)."""
+    rng = np.random.default_rng(np.random.SeedSequence([plan.seed, 3, plan.index]))
+    (planes, shares), thickness = RANDOMISED_ACQUISITION[plan.modality]
+    return dataclasses.replace(plan, plane=str(rng.choice(planes, p=shares)),
+                               slice_mm=round(float(rng.uniform(*thickness)), 3))
 
 
 def _acquisition(index: int, seed: int, modality: str, locations: list[str], rng: np.random.Generator) -> SeriesPlan:
@@ -340,7 +364,7 @@ def choose_aneurysms(head: Head, plan: SeriesPlan, rng: np.random.Generator) -> 
         site = sites[int(rng.integers(len(sites)))]
         spread, largest = (0.5, 15.0) if plan.randomised else (0.4, 12.0)
         diameter = float(np.clip(rng.lognormal(np.log(5.5), spread), minimum, largest))
-        aneurysms.append(place_aneurysm(site, diameter, rng))
+        aneurysms.append(place_aneurysm(site, diameter, rng, plan.randomised))
     return aneurysms
 
 
@@ -369,7 +393,7 @@ def render_series(plan: SeriesPlan) -> RenderedSeries:
     grid, geometry = acquisition_grid(plan, pose, rng)
     size = np.float64(pose.scale)  # radii follow the head size
 
-    image = _tissue(grid, pose, look, plan.modality, rng)
+    image = _tissue(grid, pose, look, plan.modality, rng, head, plan.randomised)
     thin = grid.thin(max(1, int(round(plan.slice_mm / 1.0))) if plan.slice_mm > 2 else 1)
 
     def composite(occupancy: np.ndarray, value: float) -> None:
@@ -387,6 +411,9 @@ def render_series(plan: SeriesPlan) -> RenderedSeries:
                          render_spheres(thin, [(pose.to_patient(c), r * size) for c, r in head.bulges])), look.artery)
     lobes = [(pose.to_patient(c), r * size) for a in aneurysms for c, r in a.lobes]
     composite(render_spheres(thin, lobes), look.aneurysm)
+    if head.calcifications:
+        composite(render_spheres(thin, [(pose.to_patient(c), r * size) for c, r in head.calcifications]),
+                  look.calcification)
 
     if not plan.randomised:  # the demo family's own scanner, drawn exactly as it always was
         scanner = Scanner.none()
@@ -450,8 +477,11 @@ def _shifted_look(look: Appearance, shift: Shift) -> Appearance:
                                aneurysm=vessel(look.aneurysm), noise=look.noise * shift.noise)
 
 
-def _tissue(grid: Grid, pose: HeadPose, look: Appearance, modality: str, rng: np.random.Generator) -> np.ndarray:
-    """Scalp, skull, CSF and brain on a coarse grid, interpolated to the acquisition grid."""
+def _tissue(grid: Grid, pose: HeadPose, look: Appearance, modality: str, rng: np.random.Generator,
+            head: Head | None = None, randomised: bool = False) -> np.ndarray:
+    """Scalp, skull, CSF and brain on a coarse grid, interpolated to the acquisition grid.
+    Randomised: the head's extra skull-base bones, orbits (fat and globes), and brain texture
+    of a random strength and grain."""
     axes = coarse_axes(grid.shape, grid.spacing)
     head_points = pose.to_head(grid.points(*axes)).astype(np.float32)
     scalp = soft_ellipsoid(head_points, SCALP)
@@ -459,13 +489,24 @@ def _tissue(grid: Grid, pose: HeadPose, look: Appearance, modality: str, rng: np
     inner = soft_ellipsoid(head_points, SKULL_INNER)
     brain = soft_ellipsoid(head_points, BRAIN)
     csf = np.max([soft_ellipsoid(head_points, e) for e in CSF_SPACES], axis=0)
-    base = np.max([soft_ellipsoid(head_points, e, edge_mm=2.0) for e in SKULL_BASE], axis=0) * outer
-    texture = 1.0 + 0.06 * smooth_noise(rng, brain.shape, cells=7)
+    bones = head.bones if head is not None else []
+    base = np.max([soft_ellipsoid(head_points, e, edge_mm=2.0) for e in [*SKULL_BASE, *bones]], axis=0) * outer
+    if randomised:
+        texture = 1.0 + rng.uniform(0.02, 0.12) * smooth_noise(rng, brain.shape, cells=7) \
+            + rng.uniform(0.0, 0.08) * smooth_noise(rng, brain.shape, cells=int(rng.integers(12, 28)))
+    else:
+        texture = 1.0 + 0.06 * smooth_noise(rng, brain.shape, cells=7)
     brain_value = look.brain * texture * (1 - csf) + look.csf * csf
     bone = look.bone * (1.0 + 0.1 * smooth_noise(rng, brain.shape, cells=6))
     image = (look.air * (1 - scalp) + look.soft * (scalp - outer) + bone * (outer - inner)
              + look.csf * (inner - brain) + brain_value * brain)
     image = image * (1 - base) + bone * base
+    if randomised:
+        for side in (1, -1):
+            fat = soft_ellipsoid(head_points, Ellipsoid((side * 31.0, -60.0, -8.0), (14.0, 16.0, 12.0)))
+            globe = soft_ellipsoid(head_points, Ellipsoid((side * 31.0, -66.0, -8.0), (11.0, 11.0, 11.0)))
+            image += fat * (look.soft - image)
+            image += globe * (look.csf - image)
     return upsample(image, grid.shape)
 
 

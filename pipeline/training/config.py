@@ -71,6 +71,10 @@ class TrainConfig(JsonConfig):
         positive_radius_mm: heatmap target 1 within this distance of a localizer,
             ignored up to ``ignore_radius_mm``, 0 beyond.
         positive_crop_share: share of the crops from positive series drawn around an aneurysm.
+        vessel_crop_share: share of the other crops of series with vessel labels centred on an
+            artery voxel (where false positives are), the rest anywhere.
+        modality_balance: series are drawn with weight (series of their modality)^-balance:
+            0 every series alike, 1 every modality alike (the demo has 10 T1post series in 200).
         hard_negatives: each crop's highest-loss negative cells, weighed again by
             ``hard_negative_weight`` (0: none).
         seed: split, model initialisation and every batch.
@@ -96,6 +100,8 @@ class TrainConfig(JsonConfig):
     positive_radius_mm: float = 4.0
     ignore_radius_mm: float = 10.0
     positive_crop_share: float = 0.75
+    vessel_crop_share: float = 0.0
+    modality_balance: float = 0.0
     hard_negatives: int = 16
     hard_negative_weight: float = 1.0
     seed: int = 0
@@ -121,5 +127,8 @@ class TrainConfig(JsonConfig):
             raise ValueError("epochs, steps per epoch and batch size must be at least 1.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}.")
+        for name in ("positive_crop_share", "vessel_crop_share", "modality_balance"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name.replace('_', ' ')} must lie between 0 and 1, not {getattr(self, name)}.")
         if not 0 < self.validation_share < 1:
             raise ValueError(f"the validation share must lie between 0 and 1, not {self.validation_share}.")

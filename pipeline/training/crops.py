@@ -38,6 +38,7 @@ from pipeline.training.config import TrainConfig
 
 MIRROR = np.asarray(MIRROR_PERMUTATION)
 LOAD_THREADS = 8
+VESSEL_POINTS = 2048  # vessel voxels kept per labelled series, evenly through its label map, to centre crops on
 
 
 class VolumeBank:
@@ -52,6 +53,8 @@ class VolumeBank:
         self.data = torch.zeros(0, dtype=torch.float16, device=self.device)
         self.vessels = torch.zeros(0, dtype=torch.uint8, device=self.device)  # empty when no series has labels
         self.labelled = np.zeros(0, bool)  # (n,) the series has vessel labels
+        self.vessel_points = np.zeros((0, 1, 3), np.int64)  # (n, k, 3) voxels on an artery, padded
+        self.vessel_counts = np.zeros(0, np.int64)  # (n,) rows of vessel_points that are real (0: no labels)
         self._nbytes: dict[str, int] = {}
 
     def nbytes(self, uid: str, path: Path) -> int:
@@ -95,9 +98,10 @@ class VolumeBank:
             voxels = sum(entry[1].size for entry in volumes)
         self.data = torch.empty(voxels, dtype=torch.float16, device=self.device)
         self.vessels = torch.zeros(0, dtype=torch.uint8, device=self.device)
-        uids, offsets, shapes, spacings, labelled, offset = [], [], [], [], [], 0
+        uids, offsets, shapes, spacings, labelled, points, offset = [], [], [], [], [], [], 0
         for uid, array, spacing, *rest in volumes:
             vessels = rest[0] if rest else None
+            points.append(_vessel_points(vessels))
             self.data[offset:offset + array.size].copy_(torch.from_numpy(array.reshape(-1)))
             if vessels is not None:
                 if not len(self.vessels):  # allocated with the first series that has labels
@@ -107,8 +111,21 @@ class VolumeBank:
             labelled.append(vessels is not None)
             offset += array.size
         self.uids, self.labelled = uids, np.asarray(labelled, bool)
+        self.vessel_counts = np.array([len(p) for p in points], np.int64)
+        self.vessel_points = np.zeros((len(points), max(1, self.vessel_counts.max(initial=0)), 3), np.int64)
+        for row, found in enumerate(points):
+            self.vessel_points[row, :len(found)] = found
         self.offsets, self.shapes = np.asarray(offsets, np.int64), np.asarray(shapes, np.int64).reshape(-1, 3)
         self.spacings = np.asarray(spacings, float).reshape(-1, 3)
+
+
+def _vessel_points(vessels: np.ndarray | None) -> np.ndarray:
+    """Up to `VESSEL_POINTS` artery voxels (k, 3), evenly spaced through the label map."""
+    if vessels is None:
+        return np.zeros((0, 3), np.int64)
+    flat = np.flatnonzero(vessels.reshape(-1))
+    flat = flat[np.linspace(0, len(flat) - 1, min(len(flat), VESSEL_POINTS)).astype(np.int64)] if len(flat) else flat
+    return np.stack(np.unravel_index(flat, vessels.shape), axis=1).astype(np.int64)
 
 
 def _read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -165,14 +182,15 @@ def crop_starts(shapes: np.ndarray, size: int, targets: np.ndarray, rng: np.rand
 
 
 def plan_crops(bank: VolumeBank, aneurysms: Aneurysms, volumes: np.ndarray, around: np.ndarray, size: int,
-               rng: np.random.Generator, symmetry_share: float = 0.0) -> CropPlans:
-    """Crops of the bank's ``volumes`` (B,): anywhere (``around`` -1) or around aneurysm
-    ``around`` of their series; a left-right flip half the time and, for ``symmetry_share``
-    of the crops, a random rotation/reflection (uniform over the 48 of the cube), which
-    drops the location labels."""
+               rng: np.random.Generator, symmetry_share: float = 0.0, centres: np.ndarray | None = None) -> CropPlans:
+    """Crops of the bank's ``volumes`` (B,): around aneurysm ``around`` of their series, else
+    around the voxel of ``centres`` (B, 3; NaN: none), else anywhere; a left-right flip half
+    the time and, for ``symmetry_share`` of the crops, a random rotation/reflection (uniform
+    over the 48 of the cube), which drops the location labels."""
     n = len(volumes)
     points = aneurysms.points[volumes]
-    targets = np.where(around[:, None] >= 0, points[np.arange(n), np.maximum(around, 0)], np.nan)
+    targets = np.where(around[:, None] >= 0, points[np.arange(n), np.maximum(around, 0)],
+                       np.nan if centres is None else centres)
     starts = crop_starts(bank.shapes[volumes], size, targets, rng)
     mirrored, turned = rng.random(n) < 0.5, rng.random(n) < symmetry_share
     axes = np.where(turned[:, None], rng.permuted(np.tile(np.arange(3), (n, 1)), axis=1), np.arange(3))
@@ -264,6 +282,13 @@ def heatmap_targets(plans: CropPlans, size: int, positive_mm: float, ignore_mm: 
     return label.float().reshape(shape), location.reshape(shape), weight.float().reshape(shape)
 
 
+def _weighted(choices: np.ndarray, weights: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` draws from ``choices`` in proportion to ``weights`` (one uniform number each)."""
+    cumulative = np.cumsum(weights)
+    return choices[np.minimum(np.searchsorted(cumulative, rng.random(size) * cumulative[-1], side="right"),
+                              len(choices) - 1)]
+
+
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """A host array on ``device``; to a GPU through pinned memory, so the copy does not wait
     for the work already queued there."""
@@ -286,20 +311,28 @@ class Batch:
     vessel_weight: torch.Tensor  # (B,) 1: the crop's series has vessel labels
 
 
-def draw_batch(bank: VolumeBank, aneurysms: Aneurysms, config: TrainConfig, rng: np.random.Generator) -> Batch:
+def draw_batch(bank: VolumeBank, aneurysms: Aneurysms, config: TrainConfig, rng: np.random.Generator,
+               weights: np.ndarray | None = None) -> Batch:
     """``batch_size`` augmented crops from the series the bank holds (whose ``aneurysms`` are
-    given), with their heatmap and vessel targets, all on the bank's device. Half the crops
-    come from series with an aneurysm; of those, ``positive_crop_share`` are drawn around one
-    of their aneurysms."""
+    given), with their heatmap and vessel targets, all on the bank's device. Series are drawn
+    in proportion to ``weights`` (default: alike); half the crops come from series with an
+    aneurysm, and of those ``positive_crop_share`` are drawn around one of their aneurysms.
+    Of the other crops of series with vessel labels, ``vessel_crop_share`` are centred on one
+    of their artery voxels: the normal vessels (siphons, junctions, loops) are where a
+    series' maximum over windows finds its false positives."""
     size = config.batch_size
-    volumes = rng.integers(len(bank.uids), size=size)
+    weights = np.ones(len(bank.uids)) if weights is None else np.asarray(weights, float)
+    volumes = _weighted(np.arange(len(bank.uids)), weights, size, rng)
     positive = np.flatnonzero(aneurysms.counts > 0)
     if len(positive):
-        volumes = np.where(rng.random(size) < 0.5, positive[rng.integers(len(positive), size=size)], volumes)
+        volumes = np.where(rng.random(size) < 0.5, _weighted(positive, weights[positive], size, rng), volumes)
     counts = aneurysms.counts[volumes]
     around = np.where((counts > 0) & (rng.random(size) < config.positive_crop_share),
                       np.floor(rng.random(size) * counts).astype(np.int64), -1)
-    plans = plan_crops(bank, aneurysms, volumes, around, config.crop, rng, config.symmetry_share)
+    on_vessel = (around < 0) & (bank.vessel_counts[volumes] > 0) & (rng.random(size) < config.vessel_crop_share)
+    which = np.floor(rng.random(size) * np.maximum(bank.vessel_counts[volumes], 1)).astype(np.int64)
+    centres = np.where(on_vessel[:, None], bank.vessel_points[volumes, which], np.nan)
+    plans = plan_crops(bank, aneurysms, volumes, around, config.crop, rng, config.symmetry_share, centres)
     crops = augment(cut_crops(bank, plans, config.crop)[:, None], rng, config.augment)
     targets = heatmap_targets(plans, config.crop, config.positive_radius_mm, config.ignore_radius_mm, bank.device)
     return Batch(crops, *targets, *vessel_targets(*cut_vessels(bank, plans, config.crop), plans))

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.dataset.store import check_dataset, dataset_source, read_arrays, series_labels
+from pipeline.dataset.store import DATASET_FILES, check_dataset, dataset_source, read_arrays, series_labels
 from pipeline.model.locate import LocationPrior, head_centre
 from pipeline.preprocess.cache import load_processed
 from pipeline.preprocess.config import PreprocessConfig
 from pipeline.preprocess.head import head_interior
 
 CUBE_COLUMNS = ("labels", "positions", "patient_ids", "centres_voxel", "kinds")
+MODALITY_OF_FILE = {name: modality for modality, name in DATASET_FILES.items()}
 
 
 @dataclass
@@ -33,6 +34,7 @@ class CubeData:
     aneurysm_locations: dict[str, np.ndarray] = field(default_factory=dict)  # series -> (k,) location indices
     volumes: dict[str, Path] = field(default_factory=dict)  # series -> cached processed volume
     location_prior: LocationPrior | None = None  # fitted on the training series by `load_training_data`
+    modalities: dict[str, str] = field(default_factory=dict)  # series -> modality (its dataset file's)
 
 
 def split_series(series: np.ndarray, labels: np.ndarray, share: float, seed: int) -> dict[str, list[str]]:
@@ -63,11 +65,13 @@ def load_cubes(files: tuple[str, ...], keep: set[str] | None = None) -> CubeData
     """
     source = dataset_source(files)
     parts: dict[str, list] = {key: [] for key in CUBE_COLUMNS}
-    cube_parts = []
+    cube_parts, modalities = [], {}
     for file in files:
         check_dataset(file)
         for key, values in zip(parts, read_arrays(file, parts)):
             parts[key].append(values)
+        modality = MODALITY_OF_FILE.get(Path(file).name, Path(file).name)
+        modalities.update(dict.fromkeys(np.unique(parts["patient_ids"][-1]).tolist(), modality))
         wanted = slice(None) if keep is None else np.isin(parts["patient_ids"][-1], sorted(keep))
         cube_parts.append(read_arrays(file, ("cubes",))[0][wanted])
     labels = np.concatenate(parts["labels"]).astype(np.float32)
@@ -80,7 +84,7 @@ def load_cubes(files: tuple[str, ...], keep: set[str] | None = None) -> CubeData
     return CubeData(cubes, torch.from_numpy(labels[kept]), torch.from_numpy(locations[kept].astype(np.int64)),
                     series[kept], source.preprocess, source.manifest_sha256,
                     {uid: centres[m] for uid, m in first.items()}, {uid: locations[m] for uid, m in first.items()},
-                    source.volumes)
+                    source.volumes, modalities=modalities)
 
 
 def fit_location_prior(data: CubeData, series: list[str]) -> LocationPrior | None:

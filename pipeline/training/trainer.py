@@ -125,6 +125,12 @@ def label_prevalence(series: list[str], locations: dict[str, np.ndarray]) -> dic
     return {**shares, ANEURYSM_PRESENT: round(sum(bool(h) for h in held) / count, 4)}
 
 
+def modality_weights(modalities: list[str], balance: float) -> np.ndarray:
+    """Each series' draw weight: (series of its modality)^-balance (`TrainConfig.modality_balance`)."""
+    _, inverse, counts = np.unique(np.asarray(modalities, dtype=str), return_inverse=True, return_counts=True)
+    return counts[inverse].astype(float) ** -balance
+
+
 def bank_budget(device: torch.device) -> int:
     """Memory for the training volumes: half of what the GPU has free, 4 GiB on the CPU."""
     if device.type == "cuda":
@@ -255,11 +261,13 @@ class Trainer:
         config, state = self.config, self.state
         rng = np.random.default_rng([config.seed, epoch])
         aneurysms = Aneurysms.of(self.bank.uids, self.data.aneurysms, self.data.aneurysm_locations)
+        weights = modality_weights([self.data.modalities.get(uid, "") for uid in self.bank.uids],
+                                   config.modality_balance)
         state.model.train()
         equivalents = config.crop ** 3 / config.model.cube ** 3  # 48-voxel cubes per crop, by voxels
         start, seen, losses = time.perf_counter(), 0, []
         for step in range(1, config.steps_per_epoch + 1):
-            batch = draw_batch(self.bank, aneurysms, config, rng)
+            batch = draw_batch(self.bank, aneurysms, config, rng, weights)
             batch = dataclasses.replace(batch, crops=batch.crops.contiguous(memory_format=torch.channels_last_3d))
             loss = heatmap_loss(state.model, batch, config, self.precision)
             state.optimizer.zero_grad(set_to_none=True)
