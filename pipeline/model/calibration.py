@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 
 from pipeline.config import JsonConfig
 
@@ -52,6 +51,8 @@ def fit_calibration(labels: np.ndarray, probabilities: np.ndarray) -> Calibratio
     Raises:
         ValueError: fewer than two series of each class (nothing to calibrate against).
     """
+    from scipy.optimize import minimize  # here: inference, which only applies a calibration, need not load it
+
     labels = np.asarray(labels, dtype=np.float64)
     positives, negatives = int(labels.sum()), int((labels == 0).sum())
     if min(positives, negatives) < 2:
