@@ -17,12 +17,10 @@ from pipeline.io.rsna import read_localizers, read_train
 
 FOLDER = SHIPPED_MODEL.parent
 CARD = json.loads((FOLDER / "evaluation.json").read_text()) if (FOLDER / "evaluation.json").is_file() else None
-# bf16 on the CPU that wrote the card, fp32 on one without bf16 (AMD EPYC, measured): of the
-# 700 probabilities of the 50 series, the median moved 0.0014, 99 % less than 0.0072, every
-# Aneurysm Present less than 0.006; one location probability moved 0.034 (a maximum over
-# windows of P(aneurysm) x P(location) changing window). The card's final score moved 0.0009.
-TOLERANCE = 0.02  # Aneurysm Present, and 99 % of the location probabilities
-LOCATION_OUTLIER = 0.05  # every location probability
+# Inference runs in float32 on every CPU (`pipeline.model.precision`): what is left between
+# machines is the order of float sums in their vector units. (bfloat16 on the CPU that wrote an
+# earlier card moved location probabilities by up to 0.16 on one without it.)
+TOLERANCE = 0.01  # every probability
 
 
 def test_the_checkpoint_is_small_and_loads_with_weights_only():
@@ -45,39 +43,54 @@ def test_its_aneurysm_probability_is_calibrated_on_its_held_out_series():
     assert f"calibrated on its {CARD['series']} held-out series" in card
 
 
+HELD_OUT_SUBSET = 10  # positive and as many negative held-out series of the card, scored again
+
+
+def card_subset() -> list[dict]:
+    """The card's rows of the first `HELD_OUT_SUBSET` positive and negative held-out series
+    (a benchmark-sized subset: regenerating and scoring all 50 took 2.8 minutes)."""
+    from pipeline.demo.generate import plan_dataset
+
+    uids = {plan.series_uid for plan in plan_dataset() if plan.locations}  # the default demo's positive series
+    chosen = [row for row in CARD["predictions"] if row["series_uid"] in uids][:HELD_OUT_SUBSET]
+    chosen += [row for row in CARD["predictions"] if row["series_uid"] not in uids][:HELD_OUT_SUBSET]
+    return chosen
+
+
 @pytest.fixture(scope="module")
 def full_demo(tmp_path_factory):
-    """The card's held-out series of the default demo data (seed 0), byte for byte as
+    """The subset's held-out series of the default demo data (seed 0), byte for byte as
     `python -m pipeline demo-data` writes them (the others are not needed)."""
     from pipeline.demo.generate import generate_demo_data
 
     root = tmp_path_factory.mktemp("full-demo") / "data"
-    generate_demo_data(root, workers=2, only={row["series_uid"] for row in CARD["predictions"]})
+    generate_demo_data(root, workers=2, only={row["series_uid"] for row in card_subset()})
     return root
 
 
 @pytest.fixture(scope="module")
 def scored(full_demo):
-    """The held-out series of the card, scored again with the shipped checkpoint (raw, as the
-    card's held-out figures are: they are the calibration's fit set)."""
+    """The subset, scored again with the shipped checkpoint (raw, as the card's held-out
+    figures are: they are the calibration's fit set)."""
     predictor = Predictor(SHIPPED_MODEL, calibrated=False)
-    return {row["series_uid"]: predictor.predict(full_demo / "series" / row["series_uid"])
-            for row in CARD["predictions"]}
+    return {row["series_uid"]: predictor.predict(full_demo / "series" / row["series_uid"]) for row in card_subset()}
 
 
-@pytest.mark.slow  # regenerates the card's 50 held-out series (~2.5 min)
+@pytest.mark.slow  # regenerates 20 of the card's held-out series (~1 min)
 def test_it_scores_the_held_out_series_as_its_card_says(scored, full_demo):
     table = read_train(full_demo).set_index("SeriesInstanceUID")
-    for row in CARD["predictions"]:
+    rows = card_subset()
+    for row in rows:
         probabilities = scored[row["series_uid"]].probabilities
         assert probabilities[ANEURYSM_PRESENT] == pytest.approx(row[ANEURYSM_PRESENT], abs=TOLERANCE), row["series_uid"]
-    moved = np.array([abs(scored[row["series_uid"]].probabilities[name] - row[name])
-                      for row in CARD["predictions"] for name in LOCATIONS])
-    assert np.quantile(moved, 0.99) <= TOLERANCE and moved.max() <= LOCATION_OUTLIER, np.sort(moved)[-5:]
-    uids = list(scored)
+    moved = np.array([abs(scored[row["series_uid"]].probabilities[name] - row[name]) for row in rows for name in LOCATIONS])
+    assert moved.max() <= TOLERANCE, np.sort(moved)[-5:]
+    uids = [row["series_uid"] for row in rows]
     truth = {name: table.loc[uids, name].to_numpy(float) for name in LABEL_COLUMNS}
     predicted = {name: np.array([scored[u].probabilities[name] for u in uids]) for name in LABEL_COLUMNS}
-    assert rsna_score(truth, predicted)["final_score"] == pytest.approx(CARD["final_score"], abs=0.01)
+    on_card = {name: np.array([row[name] for row in rows]) for name in LABEL_COLUMNS}
+    assert rsna_score(truth, predicted)["final_score"] == pytest.approx(rsna_score(truth, on_card)["final_score"],
+                                                                      abs=0.01)
 
 
 def _top_candidate_hits(scored, full_demo) -> tuple[int, int, int]:
@@ -100,16 +113,16 @@ def _top_candidate_hits(scored, full_demo) -> tuple[int, int, int]:
     return positives, near, named
 
 
-@pytest.mark.slow  # regenerates the card's 50 held-out series (~2.5 min)
+@pytest.mark.slow  # regenerates 20 of the card's held-out series (~1 min)
 def test_top_candidates_fall_on_aneurysms_as_measured(scored, full_demo):
-    """Measured with the shipped model: in 16 of the 20 held-out positive series the top
-    candidate lies within 10 mm of a localizer, and in 13 it also names its location."""
+    """Measured with the shipped model: in 9 of the 10 held-out positive series of the subset
+    the top candidate lies within 10 mm of a localizer, and in 7 it also names its location."""
     positives, near, named = _top_candidate_hits(scored, full_demo)
-    assert positives == 20
-    assert near >= 16 and named >= 13
+    assert positives == HELD_OUT_SUBSET
+    assert near >= 9 and named >= 7
 
 
-@pytest.mark.slow  # regenerates the card's 50 held-out series (~2.5 min)
+@pytest.mark.slow  # regenerates 20 of the card's held-out series (~1 min)
 def test_negative_series_score_lower_than_positive_ones_on_average(scored, full_demo):
     table = read_train(full_demo).set_index("SeriesInstanceUID")
     present = {uid: p.probabilities[ANEURYSM_PRESENT] for uid, p in scored.items()}
@@ -122,17 +135,17 @@ EXTERNAL = (FOLDER / "test_sets" / "external.json")
 EXTERNAL_CARD = json.loads(EXTERNAL.read_text()) if EXTERNAL.is_file() else None
 
 
-@pytest.mark.slow  # regenerates 8 series of the external family (~1 min)
+@pytest.mark.slow  # regenerates 4 series of the external family (~40 s)
 def test_it_scores_the_external_family_as_its_card_says(tmp_path):
-    """The card's figures on the family no model trains on: 8 of its series (4 with an
-    aneurysm, 4 without), regenerated and scored again, give the stored probabilities."""
+    """The card's figures on the family no model trains on: 4 of its series (2 with an
+    aneurysm, 2 without), regenerated and scored again, give the stored probabilities."""
     from pipeline.external.generate import generate_external_data, plan_external
 
     assert EXTERNAL_CARD is not None, "the shipped model was not scored on the external family"
     card = (FOLDER / "MODEL_CARD.md").read_text()
     assert f"| external | external family | {EXTERNAL_CARD['series']} | {EXTERNAL_CARD['final_score']:.3f} |" in card
     plans = plan_external(EXTERNAL_CARD["series"], EXTERNAL_CARD["family"]["seed"])
-    chosen = [p.series_uid for p in plans if p.locations][:4] + [p.series_uid for p in plans if not p.locations][:4]
+    chosen = [p.series_uid for p in plans if p.locations][:2] + [p.series_uid for p in plans if not p.locations][:2]
     root = tmp_path / "external"
     generate_external_data(root, len(plans), EXTERNAL_CARD["family"]["seed"], workers=2, only=set(chosen))
     stored = {row["series_uid"]: row for row in EXTERNAL_CARD["predictions"]}
@@ -141,5 +154,4 @@ def test_it_scores_the_external_family_as_its_card_says(tmp_path):
     for uid in chosen:
         probabilities = predictor.predict(root / "series" / uid).probabilities
         for name in LABEL_COLUMNS:
-            assert probabilities[name] == pytest.approx(stored[uid][name], abs=LOCATION_OUTLIER), (uid, name)
-        assert probabilities[ANEURYSM_PRESENT] == pytest.approx(stored[uid][ANEURYSM_PRESENT], abs=TOLERANCE)
+            assert probabilities[name] == pytest.approx(stored[uid][name], abs=TOLERANCE), (uid, name)

@@ -13,6 +13,7 @@ the checkpoint against it.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -174,6 +175,49 @@ def _vessel_loss(config: dict, meta: dict, status: dict) -> str:
             f"cell{on}: vessel-aware training)")
 
 
+def _source(config: dict) -> tuple[dict, Path | None]:
+    """The family record of the data the run's datasets were built from, and that folder."""
+    from pipeline.dataset.store import read_manifest
+    from pipeline.phantoms import read_family
+
+    folder = Path(config["datasets"][0]).parent
+    try:
+        root = Path(read_manifest(folder)["data_root"])
+    except (OSError, KeyError, ValueError):
+        return {}, None
+    return read_family(root) or {}, root
+
+
+def _data(config: dict) -> str:
+    family, _ = _source(config)
+    if family.get("randomised"):
+        return (f"the demo family under domain randomisation (`python -m pipeline demo-data --randomise`, seed "
+                f"{family.get('seed', 0)}: wide anatomy, contrast, scanner and acquisition draws)")
+    return f"the built-in demo data (`python -m pipeline demo-data`, seed {family.get('seed', 0)})"
+
+
+def _commands(config: dict) -> str:
+    """The commands that make this model again: the data, the build, the training with the
+    options that differ from `TrainConfig`'s defaults, the evaluations, the shipping."""
+    from pipeline.training.config import TrainConfig
+
+    family, _ = _source(config)
+    randomised = bool(family.get("randomised"))
+    data, datasets = ("data/randomised", "data/datasets_randomised") if randomised else (None, None)
+    defaults = TrainConfig().to_dict()
+    extra = {k: v for k, v in config.items() if k not in ("datasets", "model", "augment") and defaults.get(k) != v}
+    lines = [f"python -m pipeline demo-data{' --randomise --out ' + data if data else ''}",
+             f"python -m pipeline build{f' --data {data} --out {datasets}' if data else ''}"]
+    if extra:
+        lines.append(f"echo '{json.dumps(extra)}' > train.json")
+    lines += [f"python -m pipeline train --run runs/demo{f' --datasets {datasets}' if datasets else ''}"
+              f"{' --config train.json' if extra else ''}",
+              f"python -m pipeline evaluate --run runs/demo{f' --data {data}' if data else ''}",
+              "python -m pipeline evaluate --run runs/demo --families",
+              "python tools/ship_model.py runs/demo"]
+    return "\n".join(lines)
+
+
 def card(path: Path) -> str:
     run = RunFolder(path)
     evaluation, rows = run.read_evaluation(), score_rows(run)
@@ -194,21 +238,15 @@ in the checkpoint's `meta`. Load it with `torch.load(path, weights_only=True)` o
 `pipeline.inference.predictor.Predictor("models/demo/best.pt")`; `python -m pipeline predict` and the dashboard use it
 when no other model is named.
 
-**Data.** The built-in demo data: {len(truth) + len(split['train'])} synthetic
-phantom series written by `python -m pipeline demo-data` (seed 0), built by
-`python -m pipeline build` with the default parameters (the processed volumes in its cache are what the
+**Data.** {_data(config)}: {len(truth) + len(split['train'])} synthetic
+phantom series, built with the default parameters (the processed volumes in the build's cache are what the
 model trains on; its cubes give the cube-level validation AUC). **Phantoms are not patients**: nothing here says
 anything about clinical performance or about the real RSNA data.
 
-**Commands** (the project's defaults):
+**Commands** (what made it):
 
 ```bash
-python -m pipeline demo-data
-python -m pipeline build
-python -m pipeline train --run runs/demo
-python -m pipeline evaluate --run runs/demo
-python -m pipeline evaluate --run runs/demo --families
-python tools/ship_model.py runs/demo
+{_commands(config)}
 ```
 
 **Training.** {config['epochs']} epochs of {config['steps_per_epoch']} steps, each step {config['batch_size']} crops of
