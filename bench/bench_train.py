@@ -60,7 +60,7 @@ def synthetic_rate(device: torch.device, batch: int, crop: int, steps: int, bf16
     precision = Precision(device, torch.bfloat16 if bf16 else None)
 
     def step():
-        loss = heatmap_loss(model, Batch(crops, **batch_targets), DEFAULT, precision)
+        loss = heatmap_loss(model.dense, Batch(crops, **batch_targets), DEFAULT, precision)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

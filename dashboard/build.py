@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -12,33 +9,24 @@ from typing import Callable
 import numpy as np
 import streamlit as st
 
-from pipeline.data import PROJECT_ROOT
+from dashboard.child import run_cli
 from pipeline.dataset.config import BuildConfig
 from pipeline.dataset.store import check_dataset, read_arrays, read_manifest
 from pipeline.files import write_json
 
 
-def run_build(data_root: Path, out: Path, config: BuildConfig, on_series: Callable[[dict], None]) -> tuple[int, str]:
-    """``python -m pipeline build --config FILE`` in a child process (its workers never
-    re-import the page): the whole configuration crosses the process boundary as JSON. Calls
-    ``on_series`` with each series' JSON line; returns (exit status, last error line)."""
+def run_build(data_root: Path, out: Path, config: BuildConfig, on_series: Callable[[dict], None],
+              scheduler: str | None = None, on_where: Callable[[str], None] = lambda text: None) -> tuple[int, str]:
+    """``python -m pipeline build --config FILE`` in a child process (`dashboard.child`): the
+    whole configuration crosses the process boundary as JSON. Calls ``on_series`` with each
+    series' JSON line, and ``on_where`` with where a Dask build runs (``scheduler``:
+    ``local:N`` or an address; None: this machine); returns (exit status, last error line)."""
     with tempfile.TemporaryDirectory(prefix="build-config-") as folder:
         request = Path(folder) / "build_config.json"
         write_json(request, config.to_dict())
-        command = [sys.executable, "-m", "pipeline", "build", "--data", str(data_root), "--out", str(out),
-                   "--progress-json", "--config", str(request)]
-        return _follow(subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True), on_series)
-
-
-def _follow(process: subprocess.Popen, on_series: Callable[[dict], None]) -> tuple[int, str]:
-    for line in process.stdout:
-        try:
-            on_series(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    error = process.stderr.read().strip().splitlines()
-    return process.wait(), error[-1] if error else ""
+        arguments = ["build", "--data", str(data_root), "--out", str(out), "--progress-json", "--config",
+                     str(request), *(["--scheduler", scheduler] if scheduler else [])]
+        return run_cli(arguments, lambda record: on_where(record["where"]) if "where" in record else on_series(record))
 
 
 @st.cache_data(show_spinner=False)

@@ -8,6 +8,7 @@ import gc
 import io
 import json
 import os
+import re
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pipeline.data import PROJECT_ROOT, runs_root
+from pipeline.data import PROJECT_ROOT, predictions_root, runs_root
+from pipeline.inference.batch import FAILURE_COLUMNS, SUBMISSION_COLUMNS, failures_path, read_table
 from pipeline.io.dicom import SeriesInfo, scan
 from pipeline.errors import IngestError
 from pipeline.runs import SETTLED, RunFolder, headline, list_runs, score_rows
@@ -27,6 +29,7 @@ from pipeline.io.archive import read_source
 from pipeline.inference import export
 from pipeline.io.nifti import is_nifti, load_nifti, nifti_bytes
 from dashboard import viewer
+from dashboard.child import run_cli
 from dashboard.figures import HEAT_FLOOR, TRUTH
 from pipeline.labels import LABEL_COLUMNS
 from pipeline.model.calibration import Calibration
@@ -98,6 +101,40 @@ def predictor(path: Path) -> Predictor:
 
 def model_key(path: Path) -> str:
     return f"{path}@{path.stat().st_mtime}"
+
+
+def submission_table(model: Model, root: Path) -> Path:
+    """Where the Inference page keeps ``model``'s submission table of the data folder ``root``
+    (continued, not started again, when the folder is scored again)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model.path.parent.name}-{root.name}")
+    return predictions_root() / f"{name}.csv"
+
+
+def score_folder(root: Path, out: Path, model: Path, on_series: Callable[[dict], None]) -> tuple[int, str, dict]:
+    """``python -m pipeline predict-all`` of ``root`` into ``out`` in a child process, calling
+    ``on_series`` with each series' progress line; returns (exit status, last error line,
+    the summary: series, scored, already_done, fell_back, seconds)."""
+    summary: dict = {}
+
+    def on_record(record: dict) -> None:
+        if "summary" in record:
+            summary.update(record["summary"])
+        else:
+            on_series(record)
+
+    code, error = run_cli(["predict-all", str(root), "--out", str(out), "--model", str(model), "--progress-json"],
+                          on_record)
+    return code, error, summary
+
+
+def submission_rows(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The submission table and its side table of series given the fallback (empty frames
+    where there are none)."""
+    tables = []
+    for path, columns in ((out, SUBMISSION_COLUMNS), (failures_path(out), FAILURE_COLUMNS)):
+        rows = read_table(path, columns)
+        tables.append(pd.DataFrame(list(rows.values()), columns=list(columns)))
+    return tables[0], tables[1]
 
 
 TRAINING, HELD_OUT, UNSEEN = "training series", "held-out series", "not seen by this model"

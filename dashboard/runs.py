@@ -80,17 +80,27 @@ def latest_rate(records: list[dict]) -> float | None:
     return next((r["cubes_per_second"] for r in reversed(records) if "cubes_per_second" in r), None)
 
 
+def where_trained(status: dict) -> str:
+    """How a run trains: its processes, device and precision (``status.json``)."""
+    processes = status.get("processes", 1)
+    device = {"cpu": "CPU", "cuda": "GPU"}.get(status.get("device"), status.get("device") or "?")
+    share = f"{processes} data-parallel processes" if processes > 1 else "1 process"
+    return f"{share} on {device}{'s' if processes > 1 and device == 'GPU' else ''}, {status.get('precision', '?')}"
+
+
 def can_evaluate(run: RunFolder) -> bool:
     """Whether the run's best.pt no longer changes (it may be evaluated)."""
     return run.read_status().get("state") in SETTLED
 
 
 def comparison_rows(runs: list[RunFolder]) -> list[dict]:
-    """One row per run: state, epochs done, best validation, evaluated final score."""
+    """One row per run: state, processes that trained it, epochs done, best validation,
+    evaluated final score."""
     rows = []
     for run in runs:
-        epochs = [r for r in run.read_metrics() if r["kind"] == "epoch"]
-        rows.append({"Run": run.name, "State": run.read_status().get("state"), "Epochs": len(epochs),
+        epochs, status = [r for r in run.read_metrics() if r["kind"] == "epoch"], run.read_status()
+        rows.append({"Run": run.name, "State": status.get("state"), "Processes": status.get("processes", 1),
+                     "Epochs": len(epochs),
                      "Best validation": best_validation(epochs)[1],
                      "Final score": (run.read_evaluation() or {}).get("final_score")})
     return rows

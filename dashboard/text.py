@@ -26,3 +26,9 @@ def progress_text(done: int, total: int, elapsed: float) -> str:
     left = elapsed / done * (total - done) if done else None
     return (f"{done} / {total} series · {duration(elapsed)} elapsed"
             + (f" · about {duration(left)} left" if left is not None and done < total else ""))
+
+
+def dask_link(where: str) -> str:
+    """Where a Dask job runs ("2 Dask workers at tcp://... (dashboard: URL)", `pipeline.executor`)
+    as Markdown, the Dask dashboard a link."""
+    return re.sub(r"\(dashboard: (\S+)\)", r"([Dask dashboard](\1))", where)

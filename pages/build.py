@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.build import load_manifest, run_build, sample_cubes
-from dashboard.text import duration, progress_text
+from dashboard.text import dask_link, duration, progress_text
 from dashboard.data import page_start
 from dashboard import figures
 from pipeline.data import datasets_root
@@ -21,7 +21,8 @@ from pipeline.preprocess.config import PreprocessConfig
 DOWNLOAD_LIMIT = 2 << 30  # larger files: the path is shown instead of a download button (read when clicked)
 
 
-def parameters() -> BuildConfig | None:
+def parameters() -> tuple[BuildConfig, str | None] | None:
+    """The form's build configuration and where to run it (None: this machine), once submitted."""
     default = BuildConfig()
     with st.form("build_parameters"):
         modalities = st.pills("Modalities", list(MODALITIES), selection_mode="multi", default=list(MODALITIES),
@@ -34,18 +35,27 @@ def parameters() -> BuildConfig | None:
         hard = middle.slider("Share of hard negatives (on vessels)", 0.0, 1.0, default.hard_share, 0.05)
         distance = right.number_input("Least distance of a negative to an aneurysm (mm)", 5.0, 80.0, default.min_distance_mm, 1.0)
         jitter = right.number_input("Jittered copies per positive", 0, 10, default.jitter)
+        where = st.radio("Run on", ["This machine", "A Dask cluster"], horizontal=True, key="build_where")
+        scheduler = st.text_input(
+            "Dask scheduler", placeholder="tcp://host:8786, or local:2 for a cluster of 2 processes here",
+            key="build_scheduler", help="The address of a running Dask scheduler (its workers must see the data "
+                                        "folder at the same path: a shared file system), or local:N.")
         submitted = st.form_submit_button("Build the datasets", type="primary")
     if not submitted:
         return None
     if not modalities:
         st.error("Choose at least one modality.")
         return None
-    return BuildConfig(cube=int(cube), negatives=int(negatives), hard_share=float(hard), min_distance_mm=float(distance),
-                       jitter=int(jitter), modalities=tuple(modalities),
-                       preprocess=PreprocessConfig(target_spacing=(float(spacing),) * 3))
+    if where == "A Dask cluster" and not scheduler.strip():
+        st.error("Give the Dask scheduler's address (tcp://host:8786), or local:N.")
+        return None
+    config = BuildConfig(cube=int(cube), negatives=int(negatives), hard_share=float(hard),
+                         min_distance_mm=float(distance), jitter=int(jitter), modalities=tuple(modalities),
+                         preprocess=PreprocessConfig(target_spacing=(float(spacing),) * 3))
+    return config, scheduler.strip() if where == "A Dask cluster" else None
 
 
-def build(root, out, config: BuildConfig) -> None:
+def build(root, out, config: BuildConfig, scheduler: str | None) -> None:
     rows: list[dict] = []
     start = time.monotonic()
     with st.status("Building the datasets...", expanded=True) as status:
@@ -59,7 +69,8 @@ def build(root, out, config: BuildConfig) -> None:
                          text=progress_text(line["done"], line["total"], time.monotonic() - start))
             table.dataframe(pd.DataFrame(rows[-8:]), hide_index=True, width="stretch")
 
-        code, error = run_build(root, out, config, on_series)
+        code, error = run_build(root, out, config, on_series, scheduler,
+                                on_where=lambda text: st.markdown(f"Running on {dask_link(text)}"))
         if code != 0:
             status.update(label="The build failed", state="error")
             st.error(error or "The builder stopped with an error.")
@@ -137,9 +148,9 @@ def page() -> None:
         return
     out = datasets_root()
     st.caption(f"Reads {root}, writes one .npz per modality into {out}.")
-    config = parameters()
-    if config is not None:
-        build(root, out, config)
+    chosen = parameters()
+    if chosen is not None:
+        build(root, out, *chosen)
     results(out)
 
 

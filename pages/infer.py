@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -11,7 +12,7 @@ from niivue_component import niivue_viewer
 from dashboard import figures, viewer
 from dashboard import inference as infer
 from dashboard.data import page_start, series_label, train_table
-from dashboard.text import plain
+from dashboard.text import duration, plain, progress_text
 from pipeline.data import is_demo
 from pipeline.errors import IngestError
 from pipeline.inference.predictor import Predictor
@@ -124,6 +125,39 @@ def upload_input(loaded: Predictor, model: infer.Model, root: Path | None) -> No
     if st.button("Run the model on this series", type="primary", key="infer_run_upload"):
         run(("upload", chosen.series_uid, infer.model_key(model.path), fingerprint), model, loaded, sources,
             chosen.series_uid, known)
+
+
+def whole_folder(root: Path, model: infer.Model) -> None:
+    """Every series of the data folder into the challenge's submission table (predict-all)."""
+    out = infer.submission_table(model, root)
+    st.write("Scores every series of the data folder into the challenge's submission table: one row per "
+             "series, SeriesInstanceUID and the 14 probabilities in their order. The table is kept: scored again, "
+             "it is continued, not started over. A series that cannot be read gets the model's training "
+             "prevalence, and its reason below.")
+    table, failures = infer.submission_rows(out)
+    if st.button("Score the remaining series" if len(table) else "Score every series", key="infer_all",
+                 type="primary"):
+        start = time.monotonic()
+        with st.status("Scoring the data folder...", expanded=True) as status:
+            bar = st.progress(0.0, text="Loading the model...")
+            code, error, summary = infer.score_folder(root, out, model.path, lambda line: bar.progress(
+                line["done"] / line["total"], text=progress_text(line["done"], line["total"], time.monotonic() - start)))
+            if code:
+                status.update(label="Scoring stopped", state="error")
+                st.error(plain(error or "predict-all stopped with an error."))
+            else:
+                status.update(label=f"{summary['scored']} series scored, {summary['already_done']} already in the "
+                                    f"table, {summary['fell_back']} given the fallback, in "
+                                    f"{duration(time.monotonic() - start)}", state="complete", expanded=False)
+        table, failures = infer.submission_rows(out)
+    if len(table):
+        st.caption(f"{len(table)} series in {out}")
+        st.dataframe(table.head(200), hide_index=True, width="stretch")
+        st.download_button("Download the submission table (CSV)", out.read_bytes, file_name=out.name,
+                           mime="text/csv", key="infer_all_csv", on_click="ignore")
+    if len(failures):
+        st.warning(f"{len(failures)} series could not be read and got the fallback:")
+        st.dataframe(failures, hide_index=True, width="stretch")
 
 
 def _data_row(root: Path | None, uid: str) -> tuple[Path, dict] | None:
@@ -270,7 +304,7 @@ def page() -> None:
     if loaded is None:
         return
     kind = "Demo series" if root is not None and is_demo(root) else "Series of the data folder"
-    tab_data, tab_upload = st.tabs([kind, "Upload"])
+    tab_data, tab_upload, tab_all = st.tabs([kind, "Upload", "Whole data folder"])
     with tab_data:
         if root is None:
             st.info("No data folder: upload a series instead.")
@@ -278,6 +312,11 @@ def page() -> None:
             demo_input(root, loaded, model)
     with tab_upload:
         upload_input(loaded, model, root)
+    with tab_all:
+        if root is None:
+            st.info("No data folder to score.")
+        else:
+            whole_folder(root, model)
     result = infer.shown()
     if result is None:
         return

@@ -86,6 +86,8 @@ def follow(run: RunFolder) -> None:
                            "seen per second, divided by 48³.")
     if state.get("epochs"):
         st.progress(min(1.0, state.get("epoch", 0) / state["epochs"]))
+    if state.get("device"):
+        st.caption(f"Trained by {run_control.where_trained(state)}.")
     curves(records)
     if state.get("state") == RUNNING:
         if st.button("Stop this run", key=f"stop_{run.name}"):

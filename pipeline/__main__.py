@@ -195,6 +195,7 @@ def build_config(args: argparse.Namespace):
 def _build(args: argparse.Namespace) -> int:
     from pipeline.data import datasets_root
     from pipeline.dataset.build import balance_table, build_datasets
+    from pipeline.executor import say
 
     try:
         config = build_config(args)
@@ -213,7 +214,9 @@ def _build(args: argparse.Namespace) -> int:
 
     try:
         manifest = build_datasets(data, out, config, workers=args.workers, use_cache=not args.no_cache,
-                                  progress=progress, scheduler=args.scheduler)
+                                  progress=progress, scheduler=args.scheduler,
+                                  announce=(lambda text: print(json.dumps({"where": text}), flush=True))
+                                  if args.progress_json else say)
     except ValueError as exc:
         return _error(exc)
     if args.progress_json:
@@ -254,18 +257,32 @@ def train_config(args: argparse.Namespace):
 def _train(args: argparse.Namespace) -> int:
     from pipeline.data import runs_root
     from pipeline.runs import RunFolder
-    from pipeline.training.trainer import train
+    from pipeline.training.distributed import World, current_world, launch
+    from pipeline.training.trainer import check_world, train
 
+    try:
+        world = current_world()
+    except ValueError as exc:
+        return _error(exc)
+    if world.distributed and not args.run:
+        return _error("under torchrun every process must write to one run folder: name it with --run.")
     run = Path(args.run) if args.run else runs_root() / time.strftime("run-%Y%m%d-%H%M%S")
+    processes = 1 if world.distributed or args.nproc_per_node is None else args.nproc_per_node
     config = None
-    if not args.resume:
-        try:
+    try:
+        if processes < 1:
+            raise ValueError(f"--nproc-per-node must be at least 1, not {processes}.")
+        if not args.resume:
             config = train_config(args)
-        except (FileNotFoundError, ValueError) as exc:
-            return _error(exc)
+            check_world(config, None, World(0, processes))
+    except (FileNotFoundError, ValueError) as exc:
+        return _error(exc)
+    if processes > 1:  # the same command in N processes, each told its rank by the launcher
+        return launch([*args.argv[args.argv.index("train") + 1:], *([] if args.run else ["--run", str(run)])],
+                      processes)
     from pipeline.model.precision import configure_training_process
 
-    configure_training_process()
+    configure_training_process(world.local_size)
 
     def progress(record: dict) -> None:
         if record["kind"] == "epoch":
@@ -276,9 +293,11 @@ def _train(args: argparse.Namespace) -> int:
                   f"  {record['cubes_per_second']:.0f} cubes/s", flush=True)
 
     try:
-        train(config, run, resume=args.resume, progress=progress)
+        train(config, run, resume=args.resume, progress=progress, world=world)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        return _error(exc)
+        return _error(exc) if world.is_main else 2  # every rank has it; one says it
+    if not world.is_main:
+        return 0
     labelled = RunFolder(run).read_status().get("vessel_labelled_series")
     if labelled == 0:
         print("note: no training series has a vessel label map (segmentations/): the vessel head learnt nothing; "
@@ -368,11 +387,20 @@ def _predict_all(args: argparse.Namespace) -> int:
     from pipeline.inference.batch import failures_path, predict_all
     from pipeline.model.checkpoint import CheckpointError
 
+    def progress(done: int, total: int, uid: str) -> None:
+        if args.progress_json:
+            print(json.dumps({"done": done, "total": total, "series_uid": uid}), flush=True)
+        else:
+            _progress_bar(done, total)
+
     try:
-        summary = predict_all(args.data, args.out, args.model, workers=args.workers,
-                              progress=lambda done, total, uid: _progress_bar(done, total), scheduler=args.scheduler)
+        summary = predict_all(args.data, args.out, args.model, workers=args.workers, progress=progress,
+                              scheduler=args.scheduler)
     except (FileNotFoundError, ValueError, CheckpointError) as exc:
         return _error(exc)
+    if args.progress_json:
+        print(json.dumps({"summary": summary}), flush=True)
+        return 0
     _end_progress_bar()
     out = Path(args.out)
     print(f"{summary['series']} series in {out}: {summary['scored']} scored now, {summary['already_done']} already "
@@ -392,7 +420,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     what = "test-set series" if args.test_set else "held-out series"
     try:
         result = evaluate_run(args.run, args.test_set or _data_root(args.data), flip=args.flip, test_set=bool(args.test_set),
-                              progress=lambda done, total: _progress_bar(done, total, what))
+                              progress=lambda done, total: _progress_bar(done, total, what),
+                              scheduler=args.scheduler, workers=args.workers)
     except (ValueError, FileNotFoundError) as exc:
         return _error(exc)
     _end_progress_bar()
@@ -445,7 +474,8 @@ def _evaluate_families(args: argparse.Namespace) -> int:
         _progress_bar(done, total, f"{name}: {what}")
 
     try:
-        results = evaluate_families(args.run, args.validation_dir or validation_root(), flip=args.flip, report=report)
+        results = evaluate_families(args.run, args.validation_dir or validation_root(), flip=args.flip, report=report,
+                                    scheduler=args.scheduler, workers=args.workers)
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as exc:
         return _error(exc)
     _end_progress_bar()
@@ -552,7 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train the cube model on built datasets (resumable)")
     train.add_argument("--datasets", nargs="*", help="dataset folders or .npz files (default: data/datasets)")
     train.add_argument("--modalities", help="comma-separated subset of the datasets, e.g. 'CTA,MRA'")
-    train.add_argument("--run", help="run folder (default: runs/run-<time>)")
+    train.add_argument("--run", "--run-folder", dest="run",
+                       help="run folder (default: runs/run-<time>); under torchrun write --run-folder (torchrun's own "
+                            "parser takes --run for its --run-path)")
     train.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
     train.add_argument("--config", metavar="FILE", help="a TrainConfig as JSON (what the dashboard passes); "
                                                         "the flags below override its values")
@@ -575,6 +607,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--augment", choices=AUGMENTATIONS,
                        help="intensity and resolution augmentation: mild (default) or strong (nnU-Net strength)")
     train.add_argument("--seed", type=int, help=f"split, initialisation and batches (default {train_defaults.seed})")
+    train.add_argument("--nproc-per-node", type=int, metavar="N",
+                       help="train data-parallel in N processes on this machine (torch DDP: gloo on the CPU, one GPU "
+                            "each with CUDA); the batch is shared between them. Several machines: torchrun, see "
+                            "the README")
     train.set_defaults(handler=_train)
 
     predict = commands.add_parser("predict", help="the 14 RSNA probabilities of one series (folder, files or .zip) "
@@ -603,6 +639,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict_all.add_argument("--workers", type=int, default=1,
                              help="processes, each with its own copy of the model (default 1)")
     predict_all.add_argument("--scheduler", help=SCHEDULER_HELP)
+    predict_all.add_argument("--progress-json", action="store_true",
+                             help="one JSON line per series on stdout ({done, total, series_uid}) and the summary "
+                                  "as a last JSON line, for the dashboard")
     predict_all.set_defaults(handler=_predict_all)
 
     evaluate = commands.add_parser("evaluate", help="score a run's held-out series with the RSNA metric")
@@ -618,6 +657,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "family), generating the missing ones first")
     evaluate.add_argument("--validation-dir", metavar="DIR",
                           help="where the validation sets are kept (default: ANEURYSM_VALIDATION_DIR, else data/validation)")
+    evaluate.add_argument("--workers", type=int, default=1,
+                          help="processes scoring the series on this machine, each with its own copy of the model "
+                               "(default 1: this process, torch on every core)")
+    evaluate.add_argument("--scheduler", help=SCHEDULER_HELP)
     evaluate.add_argument("--layout", choices=("auto", "adam", "bids"), default="auto",
                           help="a --test-set of NIfTI images: ADAM-style case folders or BIDS-style sub-*/ses-*/anat "
                                "(default: told apart by the folder)")
@@ -634,7 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # train --nproc-per-node starts the same command in each process
     try:
         return args.handler(args)
     except (IngestError, StorageError) as exc:

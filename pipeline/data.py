@@ -41,6 +41,15 @@ def runs_root() -> Path:
     return Path(os.environ.get(RUNS_ENV) or PROJECT_ROOT / "runs")
 
 
+PREDICTIONS_ENV = "ANEURYSM_PREDICTIONS_DIR"
+
+
+def predictions_root() -> Path:
+    """Where the dashboard writes submission tables (``ANEURYSM_PREDICTIONS_DIR`` or
+    data/predictions)."""
+    return Path(os.environ.get(PREDICTIONS_ENV) or PROJECT_ROOT / "data" / "predictions")
+
+
 VALIDATION_ENV = "ANEURYSM_VALIDATION_DIR"
 
 

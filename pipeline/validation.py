@@ -63,11 +63,13 @@ def validation_sets() -> list[ValidationSet]:
 
 def evaluate_families(run: str | os.PathLike, root: str | os.PathLike, flip: bool = True,
                       sets: list[ValidationSet] | None = None,
-                      report: Callable[[str, str, int, int], None] | None = None) -> dict[str, dict]:
+                      report: Callable[[str, str, int, int], None] | None = None,
+                      scheduler: str | None = None, workers: int = 1) -> dict[str, dict]:
     """Score the run on every validation set, generating into ``root/<name>`` those not there yet.
 
     Args:
         report: called with (set name, "generating" or "scoring", done, total).
+        scheduler, workers: where the series are scored (`pipeline.inference.evaluate.evaluate_run`).
     """
     results = {}
     for validation in sets or validation_sets():
@@ -76,6 +78,6 @@ def evaluate_families(run: str | os.PathLike, root: str | os.PathLike, flip: boo
             validation.make(folder, None if report is None else
                             lambda done, total, name=validation.name: report(name, "generating", done, total))
         results[validation.name] = evaluate_run(
-            run, folder, flip=flip, test_set=True,
+            run, folder, flip=flip, test_set=True, scheduler=scheduler, workers=workers,
             progress=None if report is None else lambda done, total, name=validation.name: report(name, "scoring", done, total))
     return results

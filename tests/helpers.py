@@ -95,3 +95,33 @@ def unseen_dataset(root: Path, run: Path, out: Path) -> Path:
     for uid in validation:
         shutil.copytree(root / "series" / uid, out / "series" / uid)
     return out
+
+
+def train_and_stop_after_first_epoch(config: dict, run: str) -> None:
+    """One rank of a data-parallel run (started by torch's elastic launcher in the tests):
+    rank 0 creates the run's STOP file as soon as the first epoch is logged; each rank then
+    writes the digest of its network's parameters as it stopped (``params-<rank>.txt``)."""
+    import hashlib
+
+    import torch
+
+    from pipeline.runs import STOP_FILE
+    from pipeline.training.config import TrainConfig
+    from pipeline.training.distributed import current_world, join, leave
+    from pipeline.training.trainer import open_trainer
+
+    torch.set_num_threads(1)
+
+    def stop(record: dict) -> None:
+        if record["kind"] == "epoch":
+            (Path(run) / STOP_FILE).touch()
+
+    world = current_world()
+    join(world, world.device())
+    try:
+        trainer = open_trainer(TrainConfig.from_dict(config), run, False, stop, world)
+        trainer.fit()
+        digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in trainer.state.model.parameters()))
+        (Path(run) / f"params-{world.rank}.txt").write_text(digest.hexdigest())
+    finally:
+        leave()

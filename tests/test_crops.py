@@ -196,10 +196,10 @@ def test_the_vessel_loss_trains_nothing_on_crops_without_labels():
     batch = Batch(torch.rand(2, 1, 48, 48, 48), torch.zeros(cells), torch.full(cells, -1), torch.ones(cells),
                   torch.rand(cells), torch.randint(0, 14, cells), torch.zeros(2))
     config, precision = TrainConfig(datasets=("x",)), Precision(torch.device("cpu"), None)
-    heatmap_loss(model, batch, config, precision).backward()
+    heatmap_loss(model.dense, batch, config, precision).backward()
     assert model.vessel_head.weight.grad.abs().max() == 0  # masked: no label, no gradient
     model.zero_grad()
-    heatmap_loss(model, dataclasses.replace(batch, vessel_weight=torch.tensor([1.0, 0.0])), config,
+    heatmap_loss(model.dense, dataclasses.replace(batch, vessel_weight=torch.tensor([1.0, 0.0])), config,
                  precision).backward()
     assert model.vessel_head.weight.grad.abs().max() > 0
 

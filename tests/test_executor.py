@@ -1,6 +1,6 @@
 """Past one machine (pipeline.executor): a build on a Dask LocalCluster gives the datasets of the
-local pool, a worker killed mid-build changes nothing, predict-all runs there too, and a bad
-scheduler is one line."""
+local pool, a worker killed mid-build changes nothing, predict-all and evaluate run there too,
+and a bad scheduler is one line."""
 
 from __future__ import annotations
 
@@ -65,10 +65,19 @@ def test_a_worker_killed_during_a_dask_build_changes_nothing(built, tmp_path):
     _same_datasets(local, tmp_path / "dask")  # every series once: nothing lost, nothing twice
 
 
+def _some_series(demo, folder, count: int = 4):
+    """A data folder of ``count`` of the demo's series (links), sub-folders named by UID."""
+    folder.mkdir()
+    for uid in sorted(demo[2]["series"])[:count]:
+        (folder / uid).symlink_to(demo[0] / "series" / uid)
+    return folder
+
+
 def test_predict_all_on_a_local_cluster_writes_the_table_of_the_local_run(demo, trained, tmp_path):
-    predict_all(demo[0], tmp_path / "local.csv", trained / "best.pt")
-    summary = predict_all(demo[0], tmp_path / "dask.csv", trained / "best.pt", scheduler="local:2")
-    assert summary["scored"] == len(demo[2]["series"])
+    data = _some_series(demo, tmp_path / "data")
+    predict_all(data, tmp_path / "local.csv", trained / "best.pt")
+    summary = predict_all(data, tmp_path / "dask.csv", trained / "best.pt", scheduler="local:2")
+    assert summary["scored"] == 4
     local = read_table(tmp_path / "local.csv", SUBMISSION_COLUMNS)
     dask = read_table(tmp_path / "dask.csv", SUBMISSION_COLUMNS)
     assert list(dask) == list(local)  # every series once, in the same order
@@ -92,3 +101,19 @@ def test_the_scheduler_comes_from_the_environment_when_not_given(monkeypatch):
     assert chosen_scheduler(None) == "tcp://cluster:8786" and chosen_scheduler("local:2") == "local:2"
     monkeypatch.delenv(SCHEDULER_ENV)
     assert chosen_scheduler(None) is None
+
+
+def test_evaluate_on_a_local_cluster_scores_the_series_as_this_process_does(demo, trained, tmp_path, capsys):
+    import shutil
+
+    from pipeline.inference.evaluate import evaluate_run
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    local = evaluate_run(run, demo[0], test_set=False)
+    dask = evaluate_run(run, demo[0], test_set=False, scheduler="local:2")
+    assert "2 Dask workers at tcp://" in capsys.readouterr().err
+    assert [p["series_uid"] for p in dask["predictions"]] == [p["series_uid"] for p in local["predictions"]]
+    for ours, theirs in zip(local["predictions"], dask["predictions"]):
+        assert all(theirs[name] == pytest.approx(ours[name], abs=1e-5) for name in LABEL_COLUMNS)
+    assert dask["series"] == local["series"] > 0 and not dask["skipped"]

@@ -33,18 +33,30 @@ def test_the_balance_table_matches_the_manifest(monkeypatch, demo, built):
     assert len(app.get("download_button")) == len(files)  # every modality's file, not only the small ones
 
 
-@pytest.mark.slow  # a real build process (~12 s)
-def test_a_build_started_from_the_page_writes_the_datasets(monkeypatch, demo, tmp_path):
+@pytest.mark.slow  # a real build process on a real 2-worker Dask cluster (~20 s)
+def test_a_build_started_from_the_page_on_a_dask_cluster_writes_the_datasets(monkeypatch, demo, tmp_path):
     app = open_page(monkeypatch, demo, tmp_path / "datasets")
     assert "No dataset" in app.info[0].value
     app.button_group(key="build_modalities").set_value(["MRA", "MRI T1post"])
     app.number_input(key="build_negatives").set_value(2)
+    app.radio(key="build_where").set_value("A Dask cluster")
+    app.text_input(key="build_scheduler").set_value("local:2")
     app.button[0].click().run()
     assert not app.exception
+    where = next(m.value for m in app.markdown if m.value.startswith("Running on"))
+    assert "2 Dask workers at tcp://" in where and "[Dask dashboard](http" in where
     manifest = json.loads((tmp_path / "datasets" / MANIFEST_NAME).read_text())
     assert set(manifest["datasets"]) == {"MRA", "MRI T1post"} and manifest["config"]["negatives"] == 2
     balance = next(d.value for d in app.dataframe if "Positive share" in getattr(d.value, "columns", []))
     assert balance.Modality.tolist() == ["MRA", "MRI T1post", "All"]
+
+
+def test_a_dask_cluster_without_an_address_is_refused_on_the_page(monkeypatch, demo, tmp_path):
+    app = open_page(monkeypatch, demo, tmp_path / "datasets")
+    app.radio(key="build_where").set_value("A Dask cluster")
+    app.button[0].click().run()
+    assert "Give the Dask scheduler's address" in app.error[0].value
+    assert not (tmp_path / "datasets").exists()
 
 
 def test_a_damaged_dataset_is_named_on_the_page_not_a_traceback(monkeypatch, demo, built, tmp_path):

@@ -261,3 +261,24 @@ def test_a_series_that_fails_when_scored_says_why_in_plain_view(monkeypatch, tmp
     assert boxes, "the status box is there"
     for box in boxes:  # but not inside the status box, which is collapsed
         assert not [e for e in box.error if "Siemens mosaic" in e.value]
+
+
+@pytest.mark.slow  # predict-all in its own process on the 8 demo series (~20 s)
+def test_the_whole_data_folder_is_scored_into_a_submission_table_to_download(monkeypatch, tmp_path, demo, trained):
+    from pipeline.inference.batch import SUBMISSION_COLUMNS, read_table
+
+    monkeypatch.setenv("ANEURYSM_PREDICTIONS_DIR", str(tmp_path / "predictions"))
+    app = open_page(monkeypatch, tmp_path, demo, trained / "best.pt")
+    button = next(b for b in app.button if b.key == "infer_all")
+    assert button.label == "Score every series"
+    button.click().run()
+    assert not app.exception
+    written = sorted(p.name for p in (tmp_path / "predictions").iterdir())
+    assert written == ["run-data.csv", "run-data.failures.csv"]  # the model's run, the data folder's name
+    table = read_table(tmp_path / "predictions" / "run-data.csv", SUBMISSION_COLUMNS)
+    assert sorted(table) == sorted(demo[2]["series"])  # every series once
+    shown = table_with(app, "Aneurysm Present")
+    assert len(shown) == len(table) and list(shown.columns) == list(SUBMISSION_COLUMNS)
+    app.run()
+    assert next(b for b in app.button if b.key == "infer_all").label == "Score the remaining series"
+    assert any(d.label == "Download the submission table (CSV)" for d in app.get("download_button"))

@@ -34,6 +34,20 @@ def test_a_finished_run_is_shown_with_its_numbers(monkeypatch, demo, built, trai
     assert app.dataframe[-1].value.Run.tolist() == ["first"]
 
 
+def test_a_run_says_how_many_processes_trained_it(monkeypatch, demo, built, trained, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(trained, runs / "alone")
+    shutil.copytree(trained, runs / "shared")
+    status = json.loads((runs / "shared" / "status.json").read_text())
+    (runs / "shared" / "status.json").write_text(json.dumps(dict(status, processes=2)))  # as a DDP run writes it
+    app = open_page(monkeypatch, demo, built, runs)
+    table = app.dataframe[-1].value.set_index("Run")
+    assert table.loc["shared", "Processes"] == 2 and table.loc["alone", "Processes"] == 1
+    for name, trained_by in (("shared", "2 data-parallel processes on CPU"), ("alone", "1 process on CPU")):
+        app.selectbox(key="train_selected").set_value(name).run()
+        assert any(c.value.startswith(f"Trained by {trained_by}, ") for c in app.caption)
+
+
 def test_a_run_scored_on_a_test_set_shows_every_score_by_family(monkeypatch, demo, built, trained, tmp_path):
     from pipeline.inference.evaluate import evaluate_run
 

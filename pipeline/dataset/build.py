@@ -280,6 +280,7 @@ def build_datasets(
     progress: Callable[[int, int, SeriesResult], None] | None = None,
     use_cache: bool = True,
     scheduler: str | None = None,
+    announce: Callable[[str], None] = say,
 ) -> dict:
     """Build one ``.npz`` per modality from a data folder; returns the manifest.
 
@@ -292,6 +293,7 @@ def build_datasets(
         use_cache: reuse and fill the cache of preprocessed volumes (``out/cache``).
         scheduler: a Dask scheduler (`pipeline.executor`: ``local:N`` or an address; default
             ``ANEURYSM_DASK_SCHEDULER``, else this machine's pool of ``workers``).
+        announce: told where a Dask build runs (workers, the Dask dashboard's address).
     """
     start = time.perf_counter()
     config = config or BuildConfig()
@@ -308,7 +310,7 @@ def build_datasets(
     outcomes: dict[str, dict] = {}
     try:
         writers = {m: _ModalityWriter(out, DATASET_FILES[m], config.cube) for m in config.modalities}
-        for done, result in enumerate(_run(tasks, workers, scheduler), start=1):
+        for done, result in enumerate(_run(tasks, workers, scheduler, announce), start=1):
             outcomes[result.series_uid] = result.outcome()
             if result.status == "ok":
                 writers[result.modality].add(result)
@@ -370,10 +372,11 @@ def _tasks(data_root: Path, out: Path, config: BuildConfig, use_cache: bool) -> 
     return tasks, problems
 
 
-def _run(tasks: list[SeriesTask], workers: int | None, scheduler: str | None = None):
+def _run(tasks: list[SeriesTask], workers: int | None, scheduler: str | None = None,
+         announce: Callable[[str], None] = say):
     """Results in task order (memory stays bounded: results are consumed as they come), on
     this machine's pool or a Dask cluster (`pipeline.executor`)."""
-    with executor(scheduler, workers, announce=say) as run:
+    with executor(scheduler, workers, announce=announce) as run:
         yield from in_order(run(process_series, tasks))
 
 

@@ -16,7 +16,6 @@ reason goes to the side table ``<out stem>.failures.csv``. A failing disk stops 
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import math
 import os
@@ -92,16 +91,11 @@ def _flush(out: Path, rows: dict, failures: dict) -> None:
     write_text(failures_path(out), _table(failures, FAILURE_COLUMNS))
 
 
-@functools.lru_cache(maxsize=2)
-def _predictor(model: str | None):
-    from pipeline.inference.predictor import Predictor
-
-    return Predictor(model)
-
-
 def fallback_row(model: str | None) -> dict[str, float]:
     """The documented fallback: the model's training prevalence of each label."""
-    prevalence = _predictor(model).meta.label_prevalence or {}
+    from pipeline.inference.predictor import cached_predictor
+
+    prevalence = cached_predictor(model).meta.label_prevalence or {}
     return {name: float(prevalence.get(name, FALLBACK)) for name in LABEL_COLUMNS}
 
 
@@ -111,9 +105,11 @@ def score_series(task: tuple[str, str, str | None]) -> tuple[str, dict[str, floa
     Raises:
         StorageError: the machine could not read the series' files.
     """
+    from pipeline.inference.predictor import cached_predictor
+
     uid, folder, model = task
     try:
-        prediction = _predictor(model).predict(folder, series_uid=uid)
+        prediction = cached_predictor(model).predict(folder, series_uid=uid)
         return uid, {name: prediction.probabilities[name] for name in LABEL_COLUMNS}, ""
     except IngestError as exc:
         return uid, None, str(exc)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -33,7 +34,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import IngestError
-from pipeline.inference.predictor import Predictor
+from pipeline.executor import executor, say
+from pipeline.inference.predictor import Predictor, cached_predictor
 from pipeline.io.rsna import read_localizers, read_train
 from pipeline.labels import ANEURYSM_PRESENT, LABEL_COLUMNS
 from pipeline.metrics import froc, roc_auc, roc_curve, rsna_score
@@ -60,9 +62,12 @@ def calibration_table(labels: np.ndarray, scores: np.ndarray, bins: int = 5) -> 
 
 
 def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: bool = True,
-                 progress: Callable[[int, int], None] | None = None, test_set: bool = False) -> dict:
+                 progress: Callable[[int, int], None] | None = None, test_set: bool = False,
+                 scheduler: str | None = None, workers: int = 1) -> dict:
     """Score the run's held-out series of ``data_root``; with ``test_set``, every series of
-    ``data_root`` instead (refused if the run trained on any of them)."""
+    ``data_root`` instead (refused if the run trained on any of them). The series are scored
+    in this process, or on ``workers`` processes or a Dask ``scheduler`` (`pipeline.executor`;
+    each worker loads the model once)."""
     folder, data_root = RunFolder(run), Path(data_root)
     split = folder.read_split()
     table = read_train(data_root).set_index("SeriesInstanceUID")
@@ -74,18 +79,22 @@ def evaluate_run(run: str | os.PathLike, data_root: str | os.PathLike, flip: boo
         series = list(table.index)
     else:
         series = [uid for uid in split["validation"] if uid in table.index]
-    predictor = Predictor(folder.best, flip=flip, calibrated=test_set)  # held-out series: the calibration's fit set
+    predictor = cached_predictor(folder.best, flip=flip, calibrated=test_set)  # held-out series: the calibration's fit set
     localizers, _ = read_localizers(data_root)
     diameters = aneurysm_diameters(data_root)
-    rows, skipped, start = [], {}, time.perf_counter()
-    for done, uid in enumerate(series, start=1):
-        try:
-            prediction = predictor.predict(data_root / "series" / uid)
-            rows.append(prediction_row(prediction, uid, str(table.loc[uid, "Modality"]), localizers, diameters))
-        except IngestError as exc:
-            skipped[uid] = str(exc)
-        if progress:
-            progress(done, len(series))
+    tasks = [SeriesTask(uid, str(data_root / "series" / uid), str(folder.best), flip, test_set,
+                        str(table.loc[uid, "Modality"]), localizers.get(uid, []), diameters.get(uid, {}))
+             for uid in series]
+    found, skipped, start = {}, {}, time.perf_counter()
+    with executor(scheduler, workers, announce=say) as run_tasks:
+        for done, (index, (row, reason)) in enumerate(run_tasks(evaluation_row, tasks), start=1):
+            if row is None:
+                skipped[series[index]] = reason
+            else:
+                found[index] = row
+            if progress:
+                progress(done, len(series))
+    rows = [found[index] for index in sorted(found)]  # the series' order, however the workers finished
     result = {**scored_figures(rows, table), "skipped": skipped, "flip": flip,
               "series_set": f"every series of {data_root}" if test_set else "the run's held-out series",
               "cube_validation_auc": predictor.meta.validation_auc, "best_epoch": predictor.meta.epoch,
@@ -145,6 +154,31 @@ def evaluate_nifti_set(run: str | os.PathLike, root: str | os.PathLike, layout: 
               "references": {c.case_id: [str(p.relative_to(root)) for p in c.references] for c in cases}}
     folder.write_test_evaluation(result)
     return result
+
+
+@dataclass(frozen=True)
+class SeriesTask:
+    """One series to score, everything a worker needs (plain values: it may cross to Dask)."""
+
+    uid: str
+    folder: str
+    checkpoint: str
+    flip: bool
+    calibrated: bool
+    modality: str
+    localizers: list
+    diameters: dict
+
+
+def evaluation_row(task: SeriesTask) -> tuple[dict | None, str]:
+    """(`prediction_row`, "") of one series, or (None, why) when it cannot be read; runs in a
+    worker."""
+    try:
+        prediction = cached_predictor(task.checkpoint, task.flip, task.calibrated).predict(task.folder)
+    except IngestError as exc:
+        return None, str(exc)
+    return prediction_row(prediction, task.uid, task.modality, {task.uid: task.localizers},
+                          {task.uid: task.diameters}), ""
 
 
 def prediction_row(prediction, uid: str, modality: str, localizers: dict, diameters: dict) -> dict:

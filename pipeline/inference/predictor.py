@@ -410,15 +410,29 @@ def _in_source(volume: Volume, voxel: np.ndarray, patient: np.ndarray) -> dict:
 # --------------------------------------------------------------------------------------
 # The challenge's interface
 
-@functools.lru_cache(maxsize=2)
-def _cached_predictor(checkpoint: str) -> Predictor:
-    return Predictor(checkpoint)
+def cached_predictor(checkpoint: str | os.PathLike | None = None, flip: bool = True,
+                     calibrated: bool = True) -> Predictor:
+    """This process's `Predictor` of a checkpoint file and options: a worker that scores
+    many series loads its model once; loaded again when the file changed (``evaluate``
+    stores a new calibration in best.pt). The last four stay loaded."""
+    path = Path(checkpoint or SHIPPED_MODEL).resolve()
+    try:
+        stat = path.stat()
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # evaluate replaces the file: a new inode
+    except OSError:
+        stamp = None  # the Predictor says what is wrong with the file
+    return _predictor_of(str(path), stamp, flip, calibrated)
+
+
+@functools.lru_cache(maxsize=4)
+def _predictor_of(path: str, stamp: tuple | None, flip: bool, calibrated: bool) -> Predictor:
+    return Predictor(path, flip=flip, calibrated=calibrated)
 
 
 def predict_series(series_path, checkpoint: str | os.PathLike | None = None) -> "pd.DataFrame":
     """One row with the 14 RSNA columns, in challenge order (the challenge's ``predict``);
-    the last two models used stay loaded."""
+    the models last used stay loaded (`cached_predictor`)."""
     import pandas as pd  # here: a fresh `predict` process need not load pandas (0.2-0.7 s)
 
-    prediction = _cached_predictor(str(checkpoint or SHIPPED_MODEL)).predict(series_path)
+    prediction = cached_predictor(checkpoint).predict(series_path)
     return pd.DataFrame([[prediction.probabilities[name] for name in LABEL_COLUMNS]], columns=list(LABEL_COLUMNS))

@@ -58,9 +58,10 @@ def choose_precision(precision: str = "auto", device: str | torch.device | None 
     return Precision(device, torch.bfloat16 if bf16 else None)
 
 
-def configure_training_process() -> None:
+def configure_training_process(processes: int = 1) -> None:
     """Process-wide settings for a process that trains (called by the CLI and the training
     benchmark, never by the library, which leaves its caller's process as it found it):
-    every core, and cuDNN's autotuner (every step has the same shapes)."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    its share of the cores among the ``processes`` training on this machine, and cuDNN's
+    autotuner (every step has the same shapes)."""
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(processes, 1)))
     torch.backends.cudnn.benchmark = True

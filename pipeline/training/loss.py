@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -10,7 +12,8 @@ from pipeline.training.config import TrainConfig
 from pipeline.training.crops import Batch
 
 
-def heatmap_loss(model, batch: Batch, config: TrainConfig, precision: Precision) -> torch.Tensor:
+def heatmap_loss(dense: Callable[[torch.Tensor], dict[str, torch.Tensor]], batch: Batch, config: TrainConfig,
+                 precision: Precision) -> torch.Tensor:
     """Presence: mean over positive cells + mean over negative cells + ``hard_negative_weight``
     x mean over the ``hard_negatives`` worst negative cells; location: cross-entropy over the
     positive cells with a known location, x ``location_weight``; with the model's vessel head,
@@ -19,13 +22,14 @@ def heatmap_loss(model, batch: Batch, config: TrainConfig, precision: Precision)
     waits for the device.
 
     Args:
-        model: the network (`pipeline.model.network.AneurysmNet`).
+        dense: the network's dense heads (`pipeline.model.network.AneurysmNet.dense`, or its
+            data-parallel wrapper, `pipeline.training.distributed.DenseHeads`).
         batch: crops and targets from `pipeline.training.crops.draw_batch`.
         config: the loss weights.
         precision: autocast of the forward pass.
     """
     with precision.context():
-        output = model.dense(batch.crops)
+        output = dense(batch.crops)
     label, weight = batch.label, batch.weight
     losses = F.binary_cross_entropy_with_logits(output["presence"].float(), label, reduction="none")
     positive, negative = ((label > 0) & (weight > 0)).float(), ((label == 0) & (weight > 0)).float()

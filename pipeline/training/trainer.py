@@ -38,6 +38,13 @@ rotation/reflection that keeps the presence target and drops the location labels
 
 The location prior (`pipeline.model.locate`) is fitted on the training series' aneurysms and
 stored in the checkpoints' meta.
+
+Data-parallel (`pipeline.training.distributed`: ``train --nproc-per-node N``, or torchrun):
+each rank holds its shard of the training series, draws ``batch_size / N`` crops a step
+from its own random stream (the global batch stays ``batch_size``) and DDP averages the
+gradients; the held-out series are scored in shards and the scores gathered (each series
+once); rank 0 writes the run folder and its STOP file is every rank's (agreed every
+`STEP_LOG_EVERY` steps); ``status.json`` says how many processes trained.
 """
 
 from __future__ import annotations
@@ -62,8 +69,10 @@ from pipeline.runs import FAILED, FINISHED, RUNNING, STOPPED, RunFolder
 from pipeline.training.config import TrainConfig
 from pipeline.training.crops import Aneurysms, VolumeBank, draw_batch
 from pipeline.training.data import CubeData, load_training_data, split_datasets
+from pipeline.training.distributed import (World, any_rank, barrier, current_world, data_parallel, gathered,
+                                           from_main, join, leave, mean_over_ranks, shard, sync_buffers)
 from pipeline.training.loss import heatmap_loss
-from pipeline.training.validation import NO_CUBE_VALIDATION, evaluate_cubes, evaluate_series
+from pipeline.training.validation import NO_CUBE_VALIDATION, evaluate_cubes, predict_series, score_series
 
 STEP_LOG_EVERY = 5  # the loss is read (a device sync) every this many steps
 
@@ -73,28 +82,78 @@ def train(
     run: str | os.PathLike,
     resume: bool = False,
     progress: Callable[[dict], None] | None = None,
+    world: World | None = None,
 ) -> dict:
     """Train (or continue) a run; returns the last epoch record.
 
     Args:
         config: ignored when resuming (the run's own ``config.json`` is used).
-        run: the run folder.
+        run: the run folder (the same one on every rank).
         resume: continue from ``last.pt``; otherwise the folder must not hold a run yet.
-        progress: called with every record written to ``metrics.jsonl``.
+        progress: called with every record written to ``metrics.jsonl`` (on rank 0).
+        world: this process's place among the training processes (default: what torchrun
+            set in the environment, else alone).
 
     Raises:
         FileExistsError: ``run`` already holds a run and ``resume`` is False.
         FileNotFoundError, ValueError: the configuration, the datasets or the run folder
             cannot be used (the message says why).
     """
+    world = world or current_world()
+    join(world, world.device())
+    try:
+        return open_trainer(config, run, resume, progress, world).fit()
+    finally:
+        if world.distributed:
+            leave()
+
+
+def open_trainer(config: TrainConfig | None, run: str | os.PathLike, resume: bool,
+                 progress: Callable[[dict], None] | None, world: World) -> "Trainer":
+    """The trainer of a run, ready to `Trainer.fit` (`train`'s arguments; the process group
+    joined where ``world`` is distributed)."""
     folder = RunFolder(run)
-    config, split = prepare_run(config, folder, resume)
-    precision = choose_precision(config.precision)
+    config, split = agreed_run(config, folder, resume, world)
+    precision = choose_precision(config.precision, world.device())
     data = load_training_data(config.datasets, split)
-    trainer = Trainer(config, folder, data, split, precision, progress)
+    trainer = Trainer(config, folder, data, split, precision, progress, world)
     if resume:
         trainer.resume()
-    return trainer.fit()
+    return trainer
+
+
+def agreed_run(config: TrainConfig | None, folder: RunFolder, resume: bool, world: World) -> tuple[TrainConfig, dict]:
+    """`prepare_run` on rank 0, its outcome (or its refusal) on every rank."""
+    if not world.distributed:
+        return prepare_run(config, folder, resume)
+    outcome: tuple | Exception | None = None
+    if world.is_main:
+        try:
+            if config is not None and not resume:
+                check_world(config, None, world)
+            outcome = prepare_run(config, folder, resume)
+            check_world(*outcome, world)
+        except (FileExistsError, FileNotFoundError, ValueError) as exc:
+            outcome = exc
+    outcome = from_main(outcome, world)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def check_world(config: TrainConfig, split: dict | None, world: World) -> None:
+    """Refuse a run the ranks cannot share evenly.
+
+    Raises:
+        ValueError: ``batch_size`` is no multiple of the number of processes, or there are
+            fewer training series than processes.
+    """
+    if config.batch_size % world.size:
+        raise ValueError(f"the batch ({config.batch_size} crops) must be a multiple of the number of processes "
+                         f"({world.size}): each process draws an equal share of it.")
+    if split is not None and len(split["train"]) < world.size:
+        raise ValueError(f"{len(split['train'])} training series for {world.size} processes: each process needs "
+                         "series of its own.")
 
 
 def prepare_run(config: TrainConfig | None, folder: RunFolder, resume: bool) -> tuple[TrainConfig, dict]:
@@ -190,12 +249,14 @@ class Trainer:
     """One run's loop: epochs of crops, validation, checkpoints, metrics and status."""
 
     def __init__(self, config: TrainConfig, folder: RunFolder, data: CubeData, split: dict,
-                 precision: Precision, progress: Callable[[dict], None] | None = None):
+                 precision: Precision, progress: Callable[[dict], None] | None = None, world: World = World()):
         self.config, self.folder, self.data, self.split = config, folder, data, split
-        self.precision, self.progress = precision, progress
+        self.precision, self.progress, self.world = precision, progress, world
         self.bank = VolumeBank(precision.device, bank_budget(precision.device))
-        self.paths = {uid: data.volumes[uid] for uid in split["train"]}
+        self.paths = {uid: data.volumes[uid] for uid in shard(split["train"], world)}
         self.state = TrainerState.new(config, precision.device)
+        self.dense = data_parallel(self.state.model, world, precision.device)
+        self.rank_config = dataclasses.replace(config, batch_size=config.batch_size // world.size)
         self.policy = CheckpointPolicy()
 
     def resume(self) -> None:
@@ -203,17 +264,20 @@ class Trainer:
         metrics of a dropped, unfinished epoch go."""
         if self.folder.last.is_file():
             self.state.restore(read_checkpoint(self.folder.last, self.precision.device))
-        self.folder.truncate_metrics(self.state.epoch)
+        if self.world.is_main:
+            self.folder.truncate_metrics(self.state.epoch)
 
     def fit(self) -> dict:
         """Train the remaining epochs; returns the last epoch record. ``status.json`` says
         running, then finished, stopped (STOP file or interrupt) or failed (with the error)."""
-        self.folder.clear_stop()
-        remove_leftovers(self.folder.path)  # checkpoints half-written by a killed run
         status = {"state": RUNNING, "pid": os.getpid(), "epoch": self.state.epoch, "epochs": self.config.epochs,
                   "device": self.precision.device.type, "precision": self.precision.name, "started": time.time(),
-                  "vessel_labelled_series": self.vessel_labelled_series()}
-        self.folder.write_status(status)
+                  "processes": self.world.size, "vessel_labelled_series": self.vessel_labelled_series()}
+        if self.world.is_main:
+            self.folder.clear_stop()
+            remove_leftovers(self.folder.path)  # checkpoints half-written by a killed run
+            self.folder.write_status(status)
+        barrier(self.world)  # no rank reads a STOP file before rank 0 cleared the last run's
         record: dict = {}
         try:
             for epoch in range(self.state.epoch + 1, self.config.epochs + 1):
@@ -224,7 +288,7 @@ class Trainer:
                     status["state"] = STOPPED
                     break
                 status["epoch"] = epoch
-                self.folder.write_status(status)
+                self._write_status(status)
             else:
                 status["state"] = FINISHED
         except BaseException as exc:
@@ -245,11 +309,15 @@ class Trainer:
         """How many training series have vessel labels (None: the model has no vessel head)."""
         if not self.config.model.vessel_head:
             return None
-        return sum(has_vessels(path) for path in self.paths.values())
+        return sum(has_vessels(self.data.volumes[uid]) for uid in self.split["train"])
+
+    def _write_status(self, status: dict) -> None:
+        if self.world.is_main:
+            self.folder.write_status(status)
 
     def _write_final_status(self, status: dict) -> None:
         try:
-            self.folder.write_status(status)
+            self._write_status(status)
         except OSError:  # a full disk may refuse even this; readers then see the ended process as interrupted
             pass
 
@@ -258,8 +326,9 @@ class Trainer:
         generator seeded by the epoch (a resumed run draws the same ones), then cube
         validation; None if a STOP file interrupted it. Nothing waits for the device but
         the loss read every `STEP_LOG_EVERY` steps."""
-        config, state = self.config, self.state
-        rng = np.random.default_rng([config.seed, epoch])
+        config, state, world = self.config, self.state, self.world
+        rng = np.random.default_rng([config.seed, epoch, world.size, world.rank] if world.distributed
+                                    else [config.seed, epoch])
         aneurysms = Aneurysms.of(self.bank.uids, self.data.aneurysms, self.data.aneurysm_locations)
         weights = modality_weights([self.data.modalities.get(uid, "") for uid in self.bank.uids],
                                    config.modality_balance)
@@ -267,30 +336,53 @@ class Trainer:
         equivalents = config.crop ** 3 / config.model.cube ** 3  # 48-voxel cubes per crop, by voxels
         start, seen, losses = time.perf_counter(), 0, []
         for step in range(1, config.steps_per_epoch + 1):
-            batch = draw_batch(self.bank, aneurysms, config, rng, weights)
+            batch = draw_batch(self.bank, aneurysms, self.rank_config, rng, weights)
             batch = dataclasses.replace(batch, crops=batch.crops.contiguous(memory_format=torch.channels_last_3d))
-            loss = heatmap_loss(state.model, batch, config, self.precision)
+            loss = heatmap_loss(self.dense, batch, config, self.precision)
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             state.optimizer.step()
             state.scheduler.step()
-            seen += len(batch.crops)
+            seen += len(batch.crops) * world.size
             losses.append(loss.detach())
             if step % STEP_LOG_EVERY == 0:
                 rate = seen / (time.perf_counter() - start)
+                recent = mean_over_ranks(torch.stack(losses[-STEP_LOG_EVERY:]).mean(), world)
                 self.log({"kind": "step", "epoch": epoch, "step": (epoch - 1) * config.steps_per_epoch + step,
-                          "loss": float(torch.stack(losses[-STEP_LOG_EVERY:]).mean()),  # waits for the device
+                          "loss": float(recent),  # waits for the device
                           "learning_rate": state.scheduler.get_last_lr()[0],
                           "crops_per_second": rate, "cubes_per_second": rate * equivalents})
-            if self.folder.stop_requested():
+            if self.stop_requested(step):
                 return None
         seconds = time.perf_counter() - start
+        sync_buffers(state.model, world)
         measure = epoch % max(config.cube_validation_every, 1) == 0 or epoch == config.epochs
-        evaluation = evaluate_cubes(state.model, self.data, self.precision) if measure else dict(NO_CUBE_VALIDATION)
+        evaluation = (evaluate_cubes(state.model, self.data, self.precision) if measure and world.is_main
+                      else dict(NO_CUBE_VALIDATION))
         rate = seen / max(seconds, 1e-9)
-        return {"kind": "epoch", "epoch": epoch, "train_loss": float(torch.stack(losses).mean()) if losses else None,
+        train_loss = mean_over_ranks(torch.stack(losses).mean(), world) if losses else None
+        return {"kind": "epoch", "epoch": epoch, "train_loss": None if train_loss is None else float(train_loss),
                 "learning_rate": state.scheduler.get_last_lr()[0], "crops_per_second": rate,
                 "cubes_per_second": rate * equivalents, "seconds": seconds, **evaluation}
+
+    def stop_requested(self, step: int) -> bool:
+        """Whether the STOP file is there: checked every step alone; with other ranks, agreed
+        every `STEP_LOG_EVERY` steps and at the epoch's end (rank 0 reads the file)."""
+        if not self.world.distributed:
+            return self.folder.stop_requested()
+        if step % STEP_LOG_EVERY and step != self.config.steps_per_epoch:
+            return False
+        return any_rank(self.world.is_main and self.folder.stop_requested(), self.world, self.precision.device)
+
+    def validate_series(self, trained: TrainedModel) -> dict | None:
+        """The held-out series scored whole, each rank its shard, the RSNA metric on all of
+        them; None when a STOP file came during it (rank 0 reads it, between two series)."""
+        validation, world = self.split["validation"], self.world
+        stop = self.folder.stop_requested if world.is_main else (lambda: False)
+        shares = gathered(predict_series(trained, self.data, shard(validation, world), self.precision, stop), world)
+        if any(share is None for share in shares):
+            return None
+        return score_series(self.data, validation, {uid: p for share in shares for uid, p in share.items()})
 
     def finish_epoch(self, epoch: int, record: dict) -> bool:
         """Series validation in the last epochs, ``best.pt`` by the policy, ``last.pt``, the
@@ -298,9 +390,7 @@ class Trainer:
         validation."""
         score, meta = None, self.meta(epoch, record["validation_auc"])
         if epoch > self.config.epochs - self.config.series_validation_epochs:
-            trained = TrainedModel(self.state.model, meta)
-            series = evaluate_series(trained, self.data, self.split["validation"], self.precision,
-                                     stop=self.folder.stop_requested)
+            series = self.validate_series(TrainedModel(self.state.model, meta))
             if series is None:
                 return False
             record.update(series)
@@ -309,8 +399,10 @@ class Trainer:
         self.state.epoch = epoch
         if self.policy.is_best(self.state, score):
             self.policy.record(self.state, score)
-            save_checkpoint(self.folder.best, self.state.model, meta)
-        save_checkpoint(self.folder.last, self.state.model, meta, **self.state.resume_state())
+            if self.world.is_main:
+                save_checkpoint(self.folder.best, self.state.model, meta)
+        if self.world.is_main:
+            save_checkpoint(self.folder.last, self.state.model, meta, **self.state.resume_state())
         self.log(record)
         return True
 
@@ -320,6 +412,8 @@ class Trainer:
                               label_prevalence=label_prevalence(self.split["train"], self.data.aneurysm_locations))
 
     def log(self, record: dict) -> None:
+        if not self.world.is_main:
+            return
         self.folder.append_metrics(record)
         if self.progress:
             self.progress(record)

@@ -20,24 +20,33 @@ from pipeline.training.data import CubeData
 NO_CUBE_VALIDATION = {"validation_loss": None, "validation_auc": None, "validation_location_accuracy": None}
 
 
-def evaluate_series(trained: TrainedModel, data: CubeData, series: list[str], precision: Precision,
-                    stop: Callable[[], bool] = lambda: False) -> dict | None:
-    """Series-level validation: the inference path (`pipeline.inference.predictor`) on every
-    held-out series' cached processed volume, and the RSNA metric against the series'
-    localizers. ``series_score`` is the final score, or the Aneurysm Present AUC where no
-    location has both classes. None when ``stop`` said so between two series (a STOP file:
-    the run stops within one series' time, not after all of them)."""
+def predict_series(trained: TrainedModel, data: CubeData, series: list[str], precision: Precision,
+                   stop: Callable[[], bool] = lambda: False) -> dict[str, dict[str, float]] | None:
+    """Series-level validation, first half: the inference path (`pipeline.inference.predictor`)
+    on each of ``series``' cached processed volumes: SeriesInstanceUID -> the 14
+    probabilities. None when ``stop`` said so between two series (a STOP file: the run stops
+    within one series' time, not after all of them)."""
     trained.network.eval()
     predictor = Predictor(trained, device=precision.device)
-    scored = [uid for uid in series if uid in data.volumes]
-    truth = {name: np.zeros(len(scored)) for name in LABEL_COLUMNS}
-    predicted = {name: np.zeros(len(scored)) for name in LABEL_COLUMNS}
-    for i, uid in enumerate(scored):
+    predictions = {}
+    for uid in series:
+        if uid not in data.volumes:
+            continue
         if stop():
             return None
         probabilities = predictor.predict_processed(load_processed(data.volumes[uid])).probabilities
-        for name in LABEL_COLUMNS:
-            predicted[name][i] = probabilities[name]
+        predictions[uid] = {name: float(probabilities[name]) for name in LABEL_COLUMNS}
+    return predictions
+
+
+def score_series(data: CubeData, series: list[str], predictions: dict[str, dict[str, float]]) -> dict:
+    """Series-level validation, second half: the RSNA metric of ``predictions`` against the series' localizers, over the series of
+    ``series`` that were predicted. ``series_score`` is the final score, or the Aneurysm
+    Present AUC where no location has both classes."""
+    scored = [uid for uid in series if uid in predictions]
+    truth = {name: np.zeros(len(scored)) for name in LABEL_COLUMNS}
+    predicted = {name: np.array([predictions[uid][name] for uid in scored]) for name in LABEL_COLUMNS}
+    for i, uid in enumerate(scored):
         for location in data.aneurysm_locations.get(uid, ()):
             truth[LOCATIONS[location]][i] = 1.0
         truth[ANEURYSM_PRESENT][i] = float(uid in data.aneurysms)
