@@ -4,7 +4,8 @@
 
 On the data the dashboard uses (the demo by default; ``ANEURYSM_DATA`` for another folder)
 and a model (``--model``, else ``ANEURYSM_MODEL``, else the shipped one). For each page: the
-first run (caches cold) and the median of later runs (data cached: the "interactive" time);
+first run (caches cold) and the median of later runs (data cached: the "interactive" time;
+for the exploration page once the headers read beside it, for the geometry tab, are shown);
 then a slice-slider move on the exploration page and on the inference page's viewer after a
 demo series has been scored. Targets (issue): a page within 2 s once the data is cached, a
 slider move within 150 ms. The home page's run is printed as the reference of the same
@@ -53,6 +54,13 @@ def fragment_work(app, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def geometry_shown(app) -> None:
+    """Rerun the exploration page until the header reading is done and its table shows."""
+    while not any("Median images" in frame.value.columns for frame in app.dataframe):
+        time.sleep(0.2)
+        app.run()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint for the inference page")
@@ -70,10 +78,13 @@ def main() -> int:
     print(f"{'home (reference)':<20}{first:>15.3f}{home:>12.3f}")
     for page in PAGES:
         first = timed(lambda: app.switch_page(page).run())
+        if page == "pages/explore.py":
+            headers = first + timed(lambda: geometry_shown(app))
         cached = statistics.median(timed(app.run) for _ in range(args.repeats))
         assert not app.exception, app.exception
         print(f"{Path(page).stem:<20}{first:>15.3f}{cached:>12.3f}")
 
+    print(f"explore: the acquisition geometry's headers read beside the page, shown after {headers:.1f} s")
     app.switch_page("pages/explore.py").run()
     slider = app.slider(key="explore_slice_0")
     moves = [timed(lambda v=v: slider.set_value(v).run()) for v in range(int(slider.min) + 10, int(slider.min) + 10 + args.repeats)]

@@ -90,6 +90,11 @@ def data_folder_check(root: Path) -> list[Finding]:
     return folder_findings(str(root), stamp)
 
 
+# Modalities in the order a visitor is first shown a series (exploration viewer, inference):
+# thin slices show an aneurysm best.
+THIN_SLICES_FIRST = ("MRA", "CTA", "MRI T1post", "MRI T2")
+
+
 def series_label(row: dict, role: str | None = None) -> str:
     """A train.csv row as a short choice: modality, label, what a model did with it (``role``:
     training, held-out...) and the end of its UID."""

@@ -30,6 +30,7 @@ from pipeline.inference import export
 from pipeline.io.nifti import is_nifti, load_nifti, nifti_bytes
 from dashboard import viewer
 from dashboard.child import run_cli
+from dashboard.data import THIN_SLICES_FIRST
 from dashboard.figures import HEAT_FLOOR, TRUTH
 from pipeline.labels import LABEL_COLUMNS
 from pipeline.model.calibration import Calibration
@@ -152,11 +153,14 @@ def series_roles(model: Model) -> dict[str, str]:
 
 def default_series(rows: list[dict], roles: dict[str, str]) -> int:
     """The series a visitor is first offered: a held-out (else unseen) one with an aneurysm,
-    never one the model trained on while another exists."""
+    of a thin-slice modality where there is one, never one the model trained on while
+    another exists."""
     def rank(index: int) -> tuple:
         row = rows[index]
         role = roles.get(str(row["SeriesInstanceUID"]), UNSEEN)
-        return (role == TRAINING, role != HELD_OUT, row["Aneurysm Present"] != 1, index)
+        modality = str(row.get("Modality", ""))
+        order = THIN_SLICES_FIRST.index(modality) if modality in THIN_SLICES_FIRST else len(THIN_SLICES_FIRST)
+        return (role == TRAINING, role != HELD_OUT, row["Aneurysm Present"] != 1, order, index)
 
     return min(range(len(rows)), key=rank) if rows else 0
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 from dashboard import figures, viewer
-from dashboard.text import plain
-from dashboard.data import FOLDER, data_folder_check, page_start, series_label, train_table
-from dashboard.volumes import default_spacing, display_volume, geometry_table, modified_time
+from dashboard.text import plain, progress_text
+from dashboard.data import FOLDER, THIN_SLICES_FIRST, data_folder_check, page_start, series_label, train_table
+from dashboard.volumes import (GEOMETRY_PER_MODALITY, default_spacing, display_volume, geometry_reading,
+                               modified_time)
 from pipeline.io.rsna import ERROR
 from pipeline.labels import MODALITIES
 
@@ -36,13 +38,17 @@ def overview(table) -> None:
 
 def geometry(root, table) -> None:
     series = tuple(zip(table["SeriesInstanceUID"].astype(str), table["Modality"].astype(str)))
-    with st.spinner("Reading the headers..."):
-        frame = geometry_table(str(root), modified_time(root), series)
+    reading = geometry_reading(str(root), modified_time(root), series)
+    if reading.frame is None:
+        geometry_progress(reading)
+        return
+    frame = reading.frame
     if frame.empty:
         st.warning("No series header could be read.")
         return
     if len(frame) < len(series):
-        st.caption(f"From the headers of {len(frame)} of {len(series)} series.")
+        st.caption(f"From the headers of {len(frame)} of the {len(series)} series (up to "
+                   f"{GEOMETRY_PER_MODALITY} of each modality).")
     left, right = st.columns(2)
     left.plotly_chart(figures.spacing(frame, "Pixel spacing (mm)"), width="stretch")
     right.plotly_chart(figures.spacing(frame, "Slice spacing (mm)"), width="stretch")
@@ -53,14 +59,22 @@ def geometry(root, table) -> None:
     st.dataframe(summary, width="stretch")
 
 
-# Modalities in the order the viewer prefers to open on: thin slices show an aneurysm best.
-OPENING_ORDER = ("MRA", "CTA", "MRI T1post", "MRI T2")
+@st.fragment(run_every=1.0)
+def geometry_progress(reading) -> None:
+    """The header reading's progress, until it is done; then the page again, with the charts."""
+    if reading.frame is not None:
+        st.rerun(scope="app")
+    st.progress(reading.done / max(len(reading.series), 1),
+                text=f"Reading the headers of {len(reading.series)} series: "
+                     + progress_text(reading.done, len(reading.series), time.monotonic() - reading.started))
+
+
 
 
 def opening_series(table) -> int:
     """Row of ``table`` the viewer opens on: a positive series of the finest modality."""
     positive = table["Aneurysm Present"].to_numpy() == 1
-    for modality in OPENING_ORDER:
+    for modality in THIN_SLICES_FIRST:
         rows = np.flatnonzero(positive & (table["Modality"].to_numpy() == modality))
         if len(rows):
             return int(rows[0])

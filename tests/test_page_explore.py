@@ -86,3 +86,25 @@ def test_mr_series_have_window_presets_and_a_custom_window(monkeypatch, demo):
     app.selectbox(key="explore_window").set_value("Custom window / level").run()
     app.slider(key="explore_width").set_value(app.slider(key="explore_width").min).run()
     assert not app.exception
+
+
+def test_the_acquisition_geometry_comes_from_the_headers_read_beside_the_page(monkeypatch, demo):
+    import time
+
+    app, root = open_page(monkeypatch, demo)
+    deadline = time.monotonic() + 120
+    while not any("Median images" in d.value.columns for d in app.dataframe) and time.monotonic() < deadline:
+        assert not app.exception  # the page works meanwhile, with the reading's progress
+        time.sleep(0.5)
+        app.run()
+    summary = next(d.value for d in app.dataframe if "Median images" in d.value.columns)
+    table = pd.read_csv(root / "train.csv")
+    assert summary["Series"].sum() == len(table)  # 8 series: at most 12 of each modality, so all of them
+    assert set(summary.index.get_level_values("Modality")) == set(table["Modality"])
+
+
+def test_the_geometry_reads_the_first_series_of_each_modality():
+    from dashboard.volumes import first_of_each_modality
+
+    series = tuple((f"s{i}", "CTA" if i % 3 else "MRA") for i in range(10))
+    assert first_of_each_modality(series, 2) == (("s0", "MRA"), ("s1", "CTA"), ("s2", "CTA"), ("s3", "MRA"))

@@ -282,3 +282,14 @@ def test_the_whole_data_folder_is_scored_into_a_submission_table_to_download(mon
     app.run()
     assert next(b for b in app.button if b.key == "infer_all").label == "Score the remaining series"
     assert any(d.label == "Download the submission table (CSV)" for d in app.get("download_button"))
+
+
+def test_a_visitor_is_first_offered_a_held_out_positive_thin_slice_series():
+    rows = [{"SeriesInstanceUID": uid, "Modality": modality, "Aneurysm Present": present}
+            for uid, modality, present in (("t2", "MRI T2", 1), ("cta-train", "CTA", 1), ("mra", "MRA", 1),
+                                           ("cta", "CTA", 1), ("neg", "MRA", 0))]
+    roles = {"t2": infer.HELD_OUT, "cta-train": infer.TRAINING, "mra": infer.HELD_OUT, "cta": infer.HELD_OUT,
+             "neg": infer.HELD_OUT}
+    assert rows[infer.default_series(rows, roles)]["SeriesInstanceUID"] == "mra"
+    roles["mra"] = infer.TRAINING
+    assert rows[infer.default_series(rows, roles)]["SeriesInstanceUID"] == "cta"

@@ -43,7 +43,7 @@ def test_its_aneurysm_probability_is_calibrated_on_its_held_out_series():
     assert f"calibrated on its {CARD['series']} held-out series" in card
 
 
-HELD_OUT_SUBSET = 10  # positive and as many negative held-out series of the card, scored again
+HELD_OUT_SUBSET = 6  # positive and as many negative held-out series of the card, scored again
 
 
 def card_subset() -> list[dict]:
@@ -76,7 +76,7 @@ def scored(full_demo):
     return {row["series_uid"]: predictor.predict(full_demo / "series" / row["series_uid"]) for row in card_subset()}
 
 
-@pytest.mark.slow  # regenerates 20 of the card's held-out series (~1 min)
+@pytest.mark.slow  # regenerates 12 of the card's held-out series (~40 s)
 def test_it_scores_the_held_out_series_as_its_card_says(scored, full_demo):
     table = read_train(full_demo).set_index("SeriesInstanceUID")
     rows = card_subset()
@@ -113,16 +113,16 @@ def _top_candidate_hits(scored, full_demo) -> tuple[int, int, int]:
     return positives, near, named
 
 
-@pytest.mark.slow  # regenerates 20 of the card's held-out series (~1 min)
+@pytest.mark.slow  # regenerates 12 of the card's held-out series (~40 s)
 def test_top_candidates_fall_on_aneurysms_as_measured(scored, full_demo):
-    """Measured with the shipped model: in 9 of the 10 held-out positive series of the subset
-    the top candidate lies within 10 mm of a localizer, and in 7 it also names its location."""
+    """Measured with the shipped model: in all 6 held-out positive series of the subset the top
+    candidate lies within 10 mm of a localizer, and in 5 it also names its location."""
     positives, near, named = _top_candidate_hits(scored, full_demo)
     assert positives == HELD_OUT_SUBSET
-    assert near >= 9 and named >= 7
+    assert near >= 6 and named >= 5
 
 
-@pytest.mark.slow  # regenerates 20 of the card's held-out series (~1 min)
+@pytest.mark.slow  # regenerates 12 of the card's held-out series (~40 s)
 def test_negative_series_score_lower_than_positive_ones_on_average(scored, full_demo):
     table = read_train(full_demo).set_index("SeriesInstanceUID")
     present = {uid: p.probabilities[ANEURYSM_PRESENT] for uid, p in scored.items()}
@@ -135,17 +135,17 @@ EXTERNAL = (FOLDER / "test_sets" / "external.json")
 EXTERNAL_CARD = json.loads(EXTERNAL.read_text()) if EXTERNAL.is_file() else None
 
 
-@pytest.mark.slow  # regenerates 4 series of the external family (~40 s)
+@pytest.mark.slow  # regenerates 2 series of the external family (~20 s)
 def test_it_scores_the_external_family_as_its_card_says(tmp_path):
-    """The card's figures on the family no model trains on: 4 of its series (2 with an
-    aneurysm, 2 without), regenerated and scored again, give the stored probabilities."""
+    """The card's figures on the family no model trains on: 2 of its series (one with an
+    aneurysm, one without), regenerated and scored again, give the stored probabilities."""
     from pipeline.external.generate import generate_external_data, plan_external
 
     assert EXTERNAL_CARD is not None, "the shipped model was not scored on the external family"
     card = (FOLDER / "MODEL_CARD.md").read_text()
     assert f"| external | external family | {EXTERNAL_CARD['series']} | {EXTERNAL_CARD['final_score']:.3f} |" in card
     plans = plan_external(EXTERNAL_CARD["series"], EXTERNAL_CARD["family"]["seed"])
-    chosen = [p.series_uid for p in plans if p.locations][:2] + [p.series_uid for p in plans if not p.locations][:2]
+    chosen = [p.series_uid for p in plans if p.locations][:1] + [p.series_uid for p in plans if not p.locations][:1]
     root = tmp_path / "external"
     generate_external_data(root, len(plans), EXTERNAL_CARD["family"]["seed"], workers=2, only=set(chosen))
     stored = {row["series_uid"]: row for row in EXTERNAL_CARD["predictions"]}
