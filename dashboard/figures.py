@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import io
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+from PIL import Image
 
 from pipeline.labels import LABEL_COLUMNS, LOCATIONS, MODALITIES
 
@@ -109,6 +113,14 @@ def heat_overlay(grey: np.ndarray, heat: np.ndarray, floor: float = HEAT_FLOOR) 
     return blended.astype(np.uint8)
 
 
+def png_data_uri(picture: np.ndarray) -> str:
+    """A grey (rows, columns) or RGB (rows, columns, 3) uint8 picture as a PNG data URI
+    (fast compression: it travels to a browser on this machine or nearby)."""
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def slice_image(image: np.ndarray, window: tuple[float, float], markers: list[dict], title: str,
                 aspect: float = 1.0, heat: np.ndarray | None = None, height: int = 560,
                 edges: dict[str, str] | None = None) -> go.Figure:
@@ -116,8 +128,10 @@ def slice_image(image: np.ndarray, window: tuple[float, float], markers: list[di
     (dicts with x, y, hover text, optional colour, symbol and a label drawn beside them) and
     the patient direction of each edge (``edges``, e.g. `ORIENTATION`[axis])."""
     grey = grey_levels(image, window)
-    figure = px.imshow(grey if heat is None else heat_overlay(grey, heat), binary_string=True, aspect="equal")
-    figure.update_traces(hoverinfo="skip", hovertemplate=None)
+    picture = grey if heat is None else heat_overlay(grey, heat)
+    # The picture as one PNG, encoded here: a slider move redraws it, and plotly express's
+    # imshow took half of a move's server time (45 of 90 ms) for the same image.
+    figure = go.Figure(go.Image(source=png_data_uri(picture), hoverinfo="skip"))
     styles = dict.fromkeys((m.get("color", ACCENT), m.get("symbol", "circle")) for m in markers)
     for colour, symbol in styles:
         group = [m for m in markers if (m.get("color", ACCENT), m.get("symbol", "circle")) == (colour, symbol)]

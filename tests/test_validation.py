@@ -20,13 +20,13 @@ def test_the_documented_sets_cover_the_demo_test_seed_every_shift_and_the_extern
 def test_a_run_is_scored_on_each_set_which_is_generated_once(trained, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
-    sets = [ValidationSet("demo", 11, 2, "noise=2.5"), ValidationSet("external", 3, 2)]
+    sets = [ValidationSet("demo", 11, 1, "noise=2.5"), ValidationSet("external", 3, 1)]
     reports = []
     results = evaluate_families(run, tmp_path / "validation", sets=sets,
                                 report=lambda name, what, done, total: reports.append((name, what)))
     assert list(results) == ["demo, noise x2.5", "external"]
     assert {("external", "generating"), ("external", "scoring"), ("demo, noise x2.5", "generating")} <= set(reports)
-    assert results["external"]["series"] == 2 and results["external"]["family"]["validation_only"]
+    assert results["external"]["series"] == 1 and results["external"]["family"]["validation_only"]
     assert {"demo, noise x2.5", "external"} <= set(RunFolder(run).read_test_evaluations())
     written = (tmp_path / "validation" / "external" / "train.csv").stat().st_mtime_ns
 
