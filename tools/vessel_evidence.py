@@ -48,7 +48,8 @@ def score_set(predictor: Predictor, root: Path, series: list[str]) -> dict[str, 
         for name, evidence in VARIANTS.items():
             predictor.vessel_evidence = evidence
             prediction = predictor.predict_processed(processed, scores=scores)
-            rows[name].append(prediction_row(prediction, uid, str(table.loc[uid, "Modality"]), localizers, diameters))
+            rows[name].append(prediction_row(prediction, uid, str(table.loc[uid, "Modality"]), localizers.get(uid, []),
+                                           diameters.get(uid, {})))
         print(f"\r  {done}/{len(series)} series", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return {name: scored_figures(part, table) for name, part in rows.items()}

@@ -177,18 +177,17 @@ def evaluation_row(task: SeriesTask) -> tuple[dict | None, str]:
         prediction = cached_predictor(task.checkpoint, task.flip, task.calibrated).predict(task.folder)
     except IngestError as exc:
         return None, str(exc)
-    return prediction_row(prediction, task.uid, task.modality, {task.uid: task.localizers},
-                          {task.uid: task.diameters}), ""
+    return prediction_row(prediction, task.uid, task.modality, task.localizers, task.diameters), ""
 
 
-def prediction_row(prediction, uid: str, modality: str, localizers: dict, diameters: dict) -> dict:
+def prediction_row(prediction, uid: str, modality: str, localizers: list, diameters: dict) -> dict:
     """What an evaluation keeps of one series' prediction: its probabilities, candidates and
     aneurysms (for the FROC)."""
     return {"series_uid": uid, "modality": modality,
             **{name: prediction.probabilities[name] for name in LABEL_COLUMNS},
             "seconds": prediction.timings.get("total", 0.0),
             "candidates": [(c["position_mm"], c["probability"]) for c in prediction.candidates],
-            "aneurysms": aneurysm_spheres(prediction.volume, localizers.get(uid, []), diameters.get(uid, {}))}
+            "aneurysms": aneurysm_spheres(prediction.volume, localizers, diameters)}
 
 
 def scored_figures(rows: list[dict], table) -> dict:

@@ -72,7 +72,7 @@ from pipeline.training.data import CubeData, load_training_data, split_datasets
 from pipeline.training.distributed import (World, any_rank, barrier, current_world, data_parallel, gathered,
                                            from_main, join, leave, mean_over_ranks, shard, sync_buffers)
 from pipeline.training.loss import heatmap_loss
-from pipeline.training.validation import NO_CUBE_VALIDATION, evaluate_cubes, predict_series, score_series
+from pipeline.training.validation import NO_CUBE_VALIDATION, evaluate_cubes, predict_held_out, score_series
 
 STEP_LOG_EVERY = 5  # the loss is read (a device sync) every this many steps
 
@@ -272,7 +272,8 @@ class Trainer:
         running, then finished, stopped (STOP file or interrupt) or failed (with the error)."""
         status = {"state": RUNNING, "pid": os.getpid(), "epoch": self.state.epoch, "epochs": self.config.epochs,
                   "device": self.precision.device.type, "precision": self.precision.name, "started": time.time(),
-                  "processes": self.world.size, "vessel_labelled_series": self.vessel_labelled_series()}
+                  "processes": self.world.size,
+                  "vessel_labelled_series": self.vessel_labelled_series() if self.world.is_main else None}
         if self.world.is_main:
             self.folder.clear_stop()
             remove_leftovers(self.folder.path)  # checkpoints half-written by a killed run
@@ -379,7 +380,7 @@ class Trainer:
         them; None when a STOP file came during it (rank 0 reads it, between two series)."""
         validation, world = self.split["validation"], self.world
         stop = self.folder.stop_requested if world.is_main else (lambda: False)
-        shares = gathered(predict_series(trained, self.data, shard(validation, world), self.precision, stop), world)
+        shares = gathered(predict_held_out(trained, self.data, shard(validation, world), self.precision, stop), world)
         if any(share is None for share in shares):
             return None
         return score_series(self.data, validation, {uid: p for share in shares for uid, p in share.items()})

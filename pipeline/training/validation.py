@@ -20,7 +20,7 @@ from pipeline.training.data import CubeData
 NO_CUBE_VALIDATION = {"validation_loss": None, "validation_auc": None, "validation_location_accuracy": None}
 
 
-def predict_series(trained: TrainedModel, data: CubeData, series: list[str], precision: Precision,
+def predict_held_out(trained: TrainedModel, data: CubeData, series: list[str], precision: Precision,
                    stop: Callable[[], bool] = lambda: False) -> dict[str, dict[str, float]] | None:
     """Series-level validation, first half: the inference path (`pipeline.inference.predictor`)
     on each of ``series``' cached processed volumes: SeriesInstanceUID -> the 14
