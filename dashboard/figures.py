@@ -121,42 +121,6 @@ def png_data_uri(picture: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def slice_image(image: np.ndarray, window: tuple[float, float], markers: list[dict], title: str,
-                aspect: float = 1.0, heat: np.ndarray | None = None, height: int = 560,
-                edges: dict[str, str] | None = None) -> go.Figure:
-    """A grey-level slice (rows down), optionally with a heatmap painted over it, markers
-    (dicts with x, y, hover text, optional colour, symbol and a label drawn beside them) and
-    the patient direction of each edge (``edges``, e.g. `ORIENTATION`[axis])."""
-    grey = grey_levels(image, window)
-    picture = grey if heat is None else heat_overlay(grey, heat)
-    # The picture as one PNG, encoded here: a slider move redraws it, and plotly express's
-    # imshow took half of a move's server time (45 of 90 ms) for the same image.
-    figure = go.Figure(go.Image(source=png_data_uri(picture), hoverinfo="skip"))
-    styles = dict.fromkeys((m.get("color", ACCENT), m.get("symbol", "circle")) for m in markers)
-    for colour, symbol in styles:
-        group = [m for m in markers if (m.get("color", ACCENT), m.get("symbol", "circle")) == (colour, symbol)]
-        labelled = any(m.get("label") for m in group)
-        figure.add_trace(go.Scatter(
-            x=[m["x"] for m in group], y=[m["y"] for m in group], text=[m.get("label", "") for m in group],
-            hovertext=[m["text"] for m in group], mode="markers+text" if labelled else "markers",
-            textposition="top right",
-            textfont=dict(color=colour, size=14), showlegend=False, hovertemplate="%{hovertext}<extra></extra>",
-            marker=dict(size=22, symbol=symbol, color="rgba(0,0,0,0)", line=dict(color=colour, width=2.5)),
-        ))
-    rows, columns = image.shape[:2]
-    places = {"top": (columns / 2, 0, "center", "top"), "bottom": (columns / 2, rows - 1, "center", "bottom"),
-              "left": (0, rows / 2, "left", "middle"), "right": (columns - 1, rows / 2, "right", "middle")}
-    for edge, letter in (edges or {}).items():
-        x, y, xanchor, yanchor = places[edge]
-        figure.add_annotation(x=x, y=y, text=f"<b>{letter}</b>", showarrow=False, xanchor=xanchor, yanchor=yanchor,
-                              font=dict(color="#f5d76e", size=15))
-    figure.update_xaxes(visible=False)
-    figure.update_yaxes(visible=False, scaleanchor="x", scaleratio=aspect)
-    figure.update_layout(title=title, height=height, margin=dict(l=0, r=0, t=40, b=0), template="plotly_dark",
-                         paper_bgcolor="rgba(0,0,0,0)", dragmode="pan")
-    return figure
-
-
 def probabilities(values: dict[str, float], threshold: float, truth: dict[str, int] | None = None,
                   height: int = 460) -> go.Figure:
     """The 14 probabilities as horizontal bars (challenge order, top down), those at or above

@@ -330,7 +330,7 @@ def remember(key: tuple, prediction: Prediction, truth: dict | None, model: Mode
     results: dict = st.session_state.setdefault("infer_results", {})
     results.pop(key, None)
     results[key] = {"prediction": prediction, "heat": prediction.heatmap_on_volume().astype(np.float16),
-                    "truth": truth, "model": model.label, "meaning": probability_meaning(calibration)}
+                    "truth": truth, "model": model.label, "meaning": probability_meaning(calibration), "key": str(key)}
     while len(results) > KEPT_RESULTS:
         results.pop(next(iter(results)))
     st.session_state["infer_shown"] = key

@@ -118,8 +118,6 @@ def series_viewer(root, table) -> None:
     with controls:
         plane = st.radio("Plane", list(figures.PLANES), horizontal=True, key="explore_plane")
         axis = figures.PLANES[plane]
-        count = array.shape[axis]
-        index = viewer.slice_slider("explore", axis, count)
         if shown["localizers"]:
             st.selectbox("Jump to an aneurysm", range(len(shown["localizers"])), index=None,
                          format_func=lambda i: f"#{i + 1} {shown['localizers'][i]['location']}",
@@ -129,17 +127,15 @@ def series_viewer(root, table) -> None:
         window = viewer.window_control("explore", shown["modality"] == "CT", shown["percentiles"])
         st.caption(f"Acquired {shown['plane']}, {shown['source_shape'][2]} images of "
                    f"{shown['source_shape'][0]} x {shown['source_shape'][1]}; shown at {spacing:.1f} mm, "
-                   "canonical orientation (patient's right on the viewer's left).")
+                   "canonical orientation (patient's right on the viewer's left). Slider, arrow keys or "
+                   "mouse wheel: the next slice.")
         for warning in shown["warnings"]:
             st.caption(f"⚠ {warning}")
-    half = int(round(slab / 2 / spacing)) if mip else 0
-    low, high = max(index - half, 0), min(index + half + 1, count)
-    image = figures.plane_image(array, axis, low, high)
+    half = int(round(slab / 2 / spacing))
+    panel = viewer.Panel(f"{plane} MIP {slab} mm", half) if mip else viewer.Panel(f"{plane} slice")
     points = [{"voxel": p["voxel"], "text": p["location"]} for p in shown["localizers"]]
-    markers = figures.markers_in_view(points, axis, low, high, array.shape[0], NEAR_MM / spacing)
-    title = f"{plane} {'MIP ' + str(slab) + ' mm' if mip else 'slice'} {index + 1}/{count}"
-    picture.plotly_chart(figures.slice_image(image, window, markers, title, edges=figures.ORIENTATION[axis]),
-                         width="stretch", config={"displayModeBar": False})
+    with picture:
+        viewer.slice_stack("explore", uid, array, axis, window, [panel], points, NEAR_MM / spacing)
     if shown["localizers"]:
         picture.caption(f"Circles: the aneurysm localizers of this series (train_localizers.csv), on the slices "
                         f"within {NEAR_MM:g} mm of them.")

@@ -239,12 +239,10 @@ def verdict(result: dict) -> None:
 def slice_viewer(result: dict) -> None:
     prediction, heat = result["prediction"], result["heat"]
     array, spacing = prediction.volume.array, prediction.volume.spacing[0]
-    controls, slice_column, mip_column = st.columns([1, 2, 2])
+    controls, pictures = st.columns([1, 4])
     with controls:
         plane = st.radio("Plane", list(figures.PLANES), horizontal=True, key="infer_plane")
         axis = figures.PLANES[plane]
-        count = array.shape[axis]
-        index = viewer.slice_slider("infer", axis, count)
         slab = st.slider("MIP slab (mm)", 4, 80, 24, 2, key="infer_slab")
         painted = st.toggle("Heatmap", value=True, key="infer_heat")
         if prediction.candidates:
@@ -252,18 +250,11 @@ def slice_viewer(result: dict) -> None:
                          format_func=lambda i: f"#{i + 1} {prediction.candidates[i]['location']}",
                          placeholder="Choose a candidate", key="infer_jump", on_change=infer.jump_to_candidate)
         st.caption("Colour: the model's window probability (none below 0.1). White squares: candidates (numbered). "
-                   "Green circles: ground-truth localizers.")
-    half = int(round(slab / 2 / spacing))
-    for column, (low, high), title in (
-        (slice_column, (index, index + 1), f"{plane} slice {index + 1}/{count}"),
-        (mip_column, (max(index - half, 0), min(index + half + 1, count)), f"{plane} MIP {slab} mm"),
-    ):
-        image = figures.plane_image(array, axis, low, high)
-        shown = figures.markers_in_view(infer.viewer_points(result), axis, low, high, array.shape[0], NEAR_MM / spacing)
-        overlay = figures.plane_image(heat, axis, low, high) if painted else None
-        figure = figures.slice_image(image, WINDOW, shown, title, heat=overlay, height=480,
-                                     edges=figures.ORIENTATION[axis])
-        column.plotly_chart(figure, width="stretch", config={"displayModeBar": False})
+                   "Green circles: ground-truth localizers. Slider, arrow keys or mouse wheel: the next slice.")
+    panels = [viewer.Panel(f"{plane} slice"), viewer.Panel(f"{plane} MIP {slab} mm", int(round(slab / 2 / spacing)))]
+    with pictures:
+        viewer.slice_stack("infer", result["key"], array, axis, WINDOW, panels, infer.viewer_points(result),
+                           NEAR_MM / spacing, heat=heat if painted else None, max_height=480)
     st.markdown("**Top candidates**")
     if prediction.candidates:
         st.dataframe(infer.candidate_table(prediction), hide_index=True, width="stretch")

@@ -4,6 +4,7 @@ an unseen dataset for test-set evaluation (the fixtures are in conftest.py)."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,12 @@ from pipeline.demo.generate import PLANES  # noqa: F401  (direction cosines (row
 from pipeline.io.dicomwriter import derived_uid
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def slice_stack_shown(app) -> dict:
+    """The data the last slice viewer of an AppTest page sent to the browser
+    (`dashboard.viewer.slice_stack`: pictures, markers, the slice it opens on)."""
+    return json.loads(app.get("bidi_component")[-1].proto.json)
 
 
 

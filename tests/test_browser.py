@@ -115,6 +115,8 @@ def open_dashboard(browser, url: str, height: int = 900, width: int = 1400):
             route.abort()
 
     page.route("**/*", this_machine_only)
+    page.sent_to_server = []  # every websocket message the page sends (widget changes, reruns)
+    page.on("websocket", lambda socket: socket.on("framesent", lambda frame: page.sent_to_server.append(frame)))
     page.goto(url)
     settle(page)
     return page, outside
@@ -187,6 +189,7 @@ def test_an_uploaded_series_gets_the_14_probabilities(server, browser, shots, de
     assert 0.0 <= value <= 1.0
     assert "ZZFAKE" not in page.content()  # the demo's fake patient fields never reach the page
     page.screenshot(path=str(shots / "inference-upload.png"), full_page=True)
+    slices_move_in_the_browser(page)
     for label, modality in (("DICOM SR", "SR"), ("DICOM SEG", "SEG")):  # made when clicked, then downloaded
         with page.expect_download(timeout=120_000) as download:
             page.get_by_role("button", name=label).click()
@@ -200,6 +203,27 @@ def test_an_uploaded_series_gets_the_14_probabilities(server, browser, shots, de
     the_3d_view_draws(page, shots)
     assert outside == []  # NiiVue's bundle too
     page.close()
+
+
+def slices_move_in_the_browser(page) -> None:
+    """Arrow keys and the mouse wheel on the slice viewer show the next slices (titles,
+    pictures) without a message to the server: no round trip for a slider move."""
+    titles = page.locator("[data-testid='slice-title']")
+    slider = page.locator("input[type=range][aria-label='Slice']").first
+    number, count = (int(n) for n in titles.first.text_content().split()[-1].split("/"))
+    pictures = page.locator(".slice-stack img")
+    before = pictures.first.get_attribute("src")
+    sent = len(page.sent_to_server)
+    slider.focus()
+    page.keyboard.press("ArrowRight" if number < count else "ArrowLeft")
+    moved = number + 1 if number < count else number - 1
+    assert [t.split()[-1] for t in titles.all_text_contents()] == [f"{moved}/{count}"] * 2  # slice and MIP alike
+    assert pictures.first.get_attribute("src") != before
+    page.locator(".slice-stack .frame").first.hover()
+    page.mouse.wheel(0, -120)
+    assert titles.first.text_content().endswith(f" {moved - 1}/{count}")
+    page.wait_for_timeout(500)
+    assert len(page.sent_to_server) == sent
 
 
 def the_3d_view_draws(page, shots) -> None:

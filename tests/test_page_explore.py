@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 from streamlit.testing.v1 import AppTest
+
+from helpers import slice_stack_shown
 
 
 def open_page(monkeypatch, demo):
@@ -17,12 +17,6 @@ def open_page(monkeypatch, demo):
     return app, root
 
 
-def last_chart(app) -> dict:
-    return json.loads(app.get("plotly_chart")[-1].proto.spec)
-
-
-def edge_letters(chart: dict) -> set[str]:
-    return {note["text"].removeprefix("<b>").removesuffix("</b>") for note in chart["layout"].get("annotations", [])}
 
 
 def test_overview_shows_the_counts_of_train_csv(monkeypatch, demo):
@@ -46,8 +40,9 @@ def test_viewer_marks_the_localizers_of_a_positive_series(monkeypatch, demo):
     app.slider(key="explore_slab").set_value(60).run()
     assert not app.exception
     assert "localizers" in " ".join(c.value for c in app.caption)
-    chart = app.get("plotly_chart")[-1].proto.spec
-    assert '"mode":"markers"' in chart.replace(" ", "")  # the aneurysm circles are drawn
+    shown = slice_stack_shown(app)
+    assert shown["panels"][0]["title"].endswith("MIP 60 mm")
+    assert shown["panels"][0]["markers"]  # the aneurysm circles are drawn
 
 
 def test_viewer_opens_on_an_aneurysm_of_a_thin_slice_series_with_one_numbering(monkeypatch, demo):
@@ -55,21 +50,22 @@ def test_viewer_opens_on_an_aneurysm_of_a_thin_slice_series_with_one_numbering(m
     table = pd.read_csv(root / "train.csv")
     chosen = app.selectbox(key="explore_series").value
     assert chosen["Aneurysm Present"] == 1 and chosen["Modality"] in ("MRA", "CTA")  # not a 5 mm T2
-    shown = app.session_state["explore_shown"]
-    first = shown["localizers"][0]["voxel"]
-    slider = app.slider(key="explore_slice_0")
-    assert slider.value == round(first[0]) + 1  # on the aneurysm's slice, numbered from 1
-    chart = last_chart(app)
-    assert chart["layout"]["title"]["text"] == f"Axial slice {slider.value}/{shown['array'].shape[0]}"  # one numbering
-    assert any(trace.get("mode") == "markers" for trace in chart["data"])  # its localizer circled there
-    assert edge_letters(chart) == {"A", "P", "R", "L"}  # the patient's directions on the axial view
+    volume = app.session_state["explore_shown"]
+    first = volume["localizers"][0]["voxel"]
+    shown = slice_stack_shown(app)
+    assert shown["start"] == round(first[0])  # on the aneurysm's slice (numbered from 1 by the viewer)
+    assert shown["count"] == len(shown["panels"][0]["pictures"]) == volume["array"].shape[0]  # every slice sent
+    assert shown["panels"][0]["title"] == "Axial slice"  # the viewer adds " 43/95": one numbering
+    circle = shown["panels"][0]["markers"][0]
+    assert circle["first"] <= shown["start"] <= circle["last"]  # its localizer circled there
+    assert set(shown["edges"].values()) == {"A", "P", "R", "L"}  # the patient's directions on the axial view
     app.radio(key="explore_plane").set_value("Sagittal").run()
-    assert app.slider(key="explore_slice_2").value == round(first[2]) + 1
-    assert edge_letters(last_chart(app)) == {"S", "I", "A", "P"}
-    slider = app.slider(key="explore_slice_2")
-    slider.set_value(1).run()
-    app.selectbox(key="explore_jump").set_value(0).run()  # back to the aneurysm
-    assert app.slider(key="explore_slice_2").value == round(first[2]) + 1
+    shown = slice_stack_shown(app)
+    assert shown["start"] == round(first[2]) and set(shown["edges"].values()) == {"S", "I", "A", "P"}
+    jumps = shown["jump"]
+    app.selectbox(key="explore_jump").set_value(0).run()  # back to the aneurysm, wherever the slider went
+    shown = slice_stack_shown(app)
+    assert shown["jump"] == jumps + 1 and shown["start"] == round(first[2])
     assert not app.exception
     assert len(table) == len(app.selectbox(key="explore_series").options)
 
@@ -80,9 +76,11 @@ def test_mr_series_have_window_presets_and_a_custom_window(monkeypatch, demo):
     box.select_index(next(i for i, o in enumerate(box.options) if o.startswith("MRI T2"))).run()
     window = app.selectbox(key="explore_window")
     assert "Bright vessels" in window.options and "Custom window / level" in window.options
-    before = last_chart(app)["data"][0]["source"]
+    before = slice_stack_shown(app)
     window.set_value("Soft tissue").run()
-    assert last_chart(app)["data"][0]["source"] != before  # another grey scale
+    after = slice_stack_shown(app)
+    assert after["panels"][0]["pictures"][after["start"]] != before["panels"][0]["pictures"][before["start"]]
+    assert after["memory"] == before["memory"]  # another grey scale, the same slice kept in the browser
     app.selectbox(key="explore_window").set_value("Custom window / level").run()
     app.slider(key="explore_width").set_value(app.slider(key="explore_width").min).run()
     assert not app.exception

@@ -15,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import inference as infer
+from helpers import slice_stack_shown
 from dashboard.text import plain
 from pipeline.errors import IngestError
 from pipeline.labels import LABEL_COLUMNS
@@ -71,12 +72,17 @@ def test_a_demo_series_is_scored_with_probabilities_candidates_and_ground_truth(
     assert candidates  # even a one-epoch model has windows above the candidate floor
     shown = table_with(app, "SOPInstanceUID")
     assert len(shown) == len(candidates) and shown["Probability"].between(0, 1).all()
-    assert app.slider(key="infer_slice_0").value == round(candidates[0]["voxel"][0]) + 1  # opens on the top one
+    viewer = slice_stack_shown(app)
+    assert viewer["start"] == round(candidates[0]["voxel"][0])  # opens on the top one
+    assert [p["title"] for p in viewer["panels"]] == ["Axial slice", "Axial MIP 24 mm"]
+    squares = [m for m in viewer["panels"][0]["markers"] if m["symbol"] == "square"]
+    assert squares[0]["label"] == "1" and squares[0]["first"] <= viewer["start"] <= squares[0]["last"]
+    assert any(m["color"] == infer.TRUTH for m in viewer["panels"][1]["markers"])  # the localizer, green
     app.selectbox(key="infer_jump").set_value(len(candidates) - 1).run()  # jump to the last one
-    assert app.slider(key="infer_slice_0").value == round(candidates[-1]["voxel"][0]) + 1
+    assert slice_stack_shown(app)["start"] == round(candidates[-1]["voxel"][0])
     app.radio(key="infer_plane").set_value("Coronal").run()  # every plane is on the candidate
     assert not app.exception
-    assert app.slider(key="infer_slice_1").value == round(candidates[-1]["voxel"][1]) + 1
+    assert slice_stack_shown(app)["start"] == round(candidates[-1]["voxel"][1])
     assert "ZZFAKE" not in page_text(app)  # the fake patient name, ID and birth date never show
     labels = [b.proto.label for b in app.get("download_button")]
     assert labels == ["DICOM SR", "DICOM SEG", "Heatmap (NIfTI)", "Prediction (JSON)"]
