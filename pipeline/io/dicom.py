@@ -30,6 +30,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.valuerep import VR
 
 from pipeline.errors import IngestError
+from pipeline.io.dicomheader import read_header
 from pipeline.volume import SourceImage, Volume, plane_of_normal
 
 PathLike = Union[str, os.PathLike]
@@ -56,6 +57,7 @@ _TAGS = [
     "StudyTime", "ReferringPhysicianName", "LossyImageCompression",
 ]
 _TAG_NUMBERS = [pydicom.tag.Tag(keyword) for keyword in _TAGS]  # converted once, not per file
+_WANTED = {int(tag) for tag in _TAG_NUMBERS}
 _READ_THREADS = min(4, os.cpu_count() or 1)
 LISTED_SERIES = 5  # series named in the error for a source that holds several
 #: Companions of images in a data folder (tables, label maps, documents): `scan` does not read them.
@@ -143,6 +145,10 @@ def _read(item: _Item) -> _File | None:
     """Parse the header of one file (up to its pixel data); None when it is not DICOM."""
     try:
         with item.open() as fp:
+            parsed = read_header(fp, _WANTED)  # the common files, in one pass; None: pydicom reads it
+            if parsed is not None:
+                return _File(item, *parsed)
+            fp.seek(0)
             try:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_TAG_NUMBERS)
             except InvalidDicomError:
