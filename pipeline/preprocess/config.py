@@ -30,6 +30,10 @@ class PreprocessConfig(JsonConfig):
         crop_margin_mm: kept around the head by the foreground crop.
         ct_window: Hounsfield units mapped to 0 and 1.
         mr_percentiles: percentiles of each MR volume mapped to 0 and 1.
+        mr_tissue_level: when set, MR volumes are anchored on their tissue instead: the lower
+            percentile goes to 0 and the median of the head (the voxels above a quarter of
+            the 90th percentile) to this level, so that a bright minority (fat, a large vessel, a coil's
+            hot spot) does not set the scale. None: the percentiles alone.
     """
 
     orientation: str = CANONICAL
@@ -37,6 +41,7 @@ class PreprocessConfig(JsonConfig):
     crop_margin_mm: float = 5.0
     ct_window: tuple[float, float] = (-100.0, 900.0)
     mr_percentiles: tuple[float, float] = (0.5, 99.8)
+    mr_tissue_level: float | None = None
 
     def __post_init__(self):
         low, high = self.ct_window
@@ -44,10 +49,13 @@ class PreprocessConfig(JsonConfig):
             raise ValueError(f"the CT window must go up: ({low}, {high}).")
         if len(self.target_spacing) != 3 or min(self.target_spacing) <= 0:
             raise ValueError(f"the target spacing must be three positive values in mm, not {self.target_spacing}.")
+        if self.mr_tissue_level is not None and not 0 < self.mr_tissue_level < 1:
+            raise ValueError(f"the MR tissue level must lie between 0 and 1, not {self.mr_tissue_level}.")
 
     def key(self) -> str:
         """Short stable hash: what caches of processed volumes are keyed by."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        values = {name: value for name, value in self.to_dict().items() if value is not None}  # unset: no new key
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
     def normalised_hu(self, hu: float) -> float:
         """Where a Hounsfield value lands on the [0, 1] scale of a processed CT volume."""

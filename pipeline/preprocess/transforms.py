@@ -209,6 +209,9 @@ class Resample:
         )
 
 
+_HEAD_SHARE = 0.25  # MR: of the 90th percentile, what separates the head from the air around it
+
+
 @dataclass(frozen=True)
 class Normalize:
     """Map intensities to [0, 1]: a Hounsfield window for CT, robust percentiles for MR.
@@ -216,17 +219,25 @@ class Normalize:
     Args:
         ct_window: (low, high) Hounsfield units mapped to 0 and 1.
         mr_percentiles: percentiles of the volume mapped to 0 and 1.
+        mr_tissue_level: when set, the lower percentile goes to 0 and the median of the head
+            (above a quarter of the 90th percentile: not set by the brightest few percent) to
+            this level instead.
     """
 
     ct_window: tuple[float, float] = (-100.0, 900.0)
     mr_percentiles: tuple[float, float] = (0.5, 99.8)
+    mr_tissue_level: float | None = None
 
     def __call__(self, volume: Volume) -> Volume:
         if volume.modality == "CT":
             low, high = self.ct_window
         else:
             sample = volume.array[::2, ::2, ::2]
-            low, high = (float(v) for v in np.percentile(sample, self.mr_percentiles))
+            low, high, common = (float(v) for v in np.percentile(sample, [*self.mr_percentiles, 90.0]))
+            if self.mr_tissue_level is not None:
+                head = sample[sample > _HEAD_SHARE * common]
+                tissue = float(np.median(head)) if head.size else high
+                high = low + (tissue - low) / self.mr_tissue_level if tissue > low else high
         scale = 1.0 / (high - low) if high > low else 1.0
         array = np.subtract(volume.array, np.float32(low), dtype=np.float32)
         array *= np.float32(scale)
@@ -248,7 +259,8 @@ class Preprocessor:
 
     @property
     def steps(self) -> list:
-        return [*self.geometry_steps, Normalize(self.config.ct_window, self.config.mr_percentiles)]
+        c = self.config
+        return [*self.geometry_steps, Normalize(c.ct_window, c.mr_percentiles, c.mr_tissue_level)]
 
     @property
     def geometry_steps(self) -> list:
