@@ -187,8 +187,13 @@ def build_config(args: argparse.Namespace):
     changes = _given(args, BUILD_FLAGS)
     if args.modalities:
         changes["modalities"] = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
+    preprocess = {}
     if args.spacing is not None:
-        changes["preprocess"] = dataclasses.replace(config.preprocess, target_spacing=(args.spacing,) * 3)
+        preprocess["target_spacing"] = (args.spacing,) * 3
+    if args.mr_tissue_level is not None:
+        preprocess["mr_tissue_level"] = args.mr_tissue_level
+    if preprocess:
+        changes["preprocess"] = dataclasses.replace(config.preprocess, **preprocess)
     return dataclasses.replace(config, **changes)
 
 
@@ -573,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"largest shift of a jittered copy per axis, mm (default {build_defaults.jitter_mm})")
     build.add_argument("--spacing", type=float,
                        help=f"isotropic target spacing, mm (default {build_defaults.preprocess.target_spacing[0]})")
+    build.add_argument("--mr-tissue-level", type=float,
+                       help="anchor MR intensities on the head's tissue: its median goes to this level, e.g. 0.25 "
+                            "(default: the percentiles alone)")
     build.add_argument("--modalities", help="comma-separated subset, e.g. 'CTA,MRA' (default: all four)")
     build.add_argument("--seed", type=int, help=f"sampling seed (default {build_defaults.seed})")
     build.add_argument("--no-cache", action="store_true", help="do not reuse or keep preprocessed volumes")

@@ -60,3 +60,10 @@ def test_flags_override_a_configuration_file(tmp_path, built):
                                       "--no-first-stage", "--lr", "0.01"])
     config = train_config(args)
     assert (config.epochs, config.learning_rate, config.model) == (4, 0.01, ModelConfig(width=24, first_stage=False))
+
+
+def test_the_build_flags_set_the_preprocessing_they_name():
+    args = build_parser().parse_args(["build", "--spacing", "1.0", "--mr-tissue-level", "0.25"])
+    preprocess = build_config(args).preprocess
+    assert (preprocess.target_spacing, preprocess.mr_tissue_level) == ((1.0, 1.0, 1.0), 0.25)
+    assert build_config(build_parser().parse_args(["build"])).preprocess.mr_tissue_level is None
