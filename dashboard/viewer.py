@@ -116,7 +116,7 @@ def slice_stack(prefix: str, series: str, array: np.ndarray, axis: int, window: 
         memo = (made, build, stacks)
         st.session_state[memo_key] = memo
     _, build, stacks = memo
-    rows, columns = figures.plane_image(array, axis, 0, 1).shape[:2]
+    rows, columns = (n for i, n in enumerate(array.shape) if i != axis)  # a plane's picture, as plane_image makes it
     data = {"build": build, "memory": f"{prefix}:{series}:{axis}", "jump": st.session_state.get(f"{prefix}_jumps", 0),
             "start": start_slice(prefix, axis, array.shape[axis]), "count": int(array.shape[axis]),
             "width": int(columns), "height": int(rows), "maxHeight": max_height,

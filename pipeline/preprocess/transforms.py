@@ -233,9 +233,9 @@ class Normalize:
             low, high = self.ct_window
         else:
             sample = volume.array[::2, ::2, ::2]
-            low, high, common = (float(v) for v in np.percentile(sample, [*self.mr_percentiles, 90.0]))
+            low, high = (float(v) for v in np.percentile(sample, self.mr_percentiles))
             if self.mr_tissue_level is not None:
-                head = sample[sample > _HEAD_SHARE * common]
+                head = sample[sample > _HEAD_SHARE * float(np.percentile(sample, 90.0))]
                 tissue = float(np.median(head)) if head.size else high
                 high = low + (tissue - low) / self.mr_tissue_level if tissue > low else high
         scale = 1.0 / (high - low) if high > low else 1.0
