@@ -13,7 +13,9 @@ import pytest
 
 import pipeline.io.dicom as dicom
 from helpers import PYDICOM_FILES
-from pipeline.io.dicomheader import read_header
+from pipeline.io.dicomheader import plain_value, read_header
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
 
 
 def pydicom_header(path: Path) -> tuple[pydicom.Dataset, int | None]:
@@ -57,6 +59,44 @@ def test_an_accepted_header_is_the_one_pydicom_reads(path):
 def parsed(path: Path):
     with open(path, "rb") as fp:
         return read_header(fp, dicom._WANTED)
+
+
+def pydicom_value(ds: pydicom.Dataset, keyword: str):
+    try:
+        return ds.get(keyword)
+    except Exception:  # a garbage value: the reader treats it as absent
+        return None
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_the_readers_header_values_are_pydicoms(path):
+    reference, _ = pydicom_header(path)
+    datasets = [pydicom_header(path)[0]] + ([parsed(path)[0]] if parsed(path) is not None else [])
+    for ds in datasets:
+        for keyword in dicom._TAGS:
+            if keyword != "PixelData":
+                expected = pydicom_value(reference, keyword)
+                value = dicom._header_value(ds, keyword)
+                assert value == expected and isinstance(value, float) == isinstance(expected, float), keyword
+
+
+def raw(vr: str | None, value: bytes, little_endian: bool = True, tag: str = "InstanceNumber") -> RawDataElement:
+    return RawDataElement(Tag(tag), vr, len(value), value, 0, vr is None, little_endian)
+
+
+def test_plain_values_are_converted_and_the_others_left_to_pydicom():
+    assert plain_value(raw("IS", b"12 "), "IS") == 12
+    assert plain_value(raw("DS", b"0.45\\0.5 "), "DS") == [0.45, 0.5]
+    assert plain_value(raw("US", b"\x00\x02"), "US") == 512
+    assert plain_value(raw("CS", b"ORIGINAL\\PRIMARY "), "CS") == ["ORIGINAL", "PRIMARY"]
+    assert plain_value(raw("UI", b"1.2.3\x00"), "UI") == "1.2.3"
+    declined = [
+        raw("IS", b"1A"), raw("IS", b"1.5"), raw("IS", b""), raw("DS", b"NaN"), raw("DS", b"1\\\\2"),
+        raw("US", b"\x00\x02", little_endian=False), raw("US", b"\x00\x02\x00"), raw("CS", "Ä".encode()),
+        raw("PN", b"DOE^JOHN", tag="PatientName"),
+    ]
+    for element in declined:
+        assert plain_value(element, element.VR) is NotImplemented, element
 
 
 def test_common_files_are_parsed_and_the_unusual_ones_left_to_pydicom():

@@ -25,12 +25,14 @@ from typing import BinaryIO, Iterable, NamedTuple, Sequence, Union
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.valuerep import VR
 
 from pipeline.errors import IngestError
-from pipeline.io.dicomheader import read_header
+from pipeline.io.dicomheader import plain_value, read_header
 from pipeline.volume import SourceImage, Volume, plane_of_normal
 
 PathLike = Union[str, os.PathLike]
@@ -58,6 +60,7 @@ _TAGS = [
 ]
 _TAG_NUMBERS = [pydicom.tag.Tag(keyword) for keyword in _TAGS]  # converted once, not per file
 _WANTED = {int(tag) for tag in _TAG_NUMBERS}
+_TAG_OF = dict(zip(_TAGS, _TAG_NUMBERS))
 _READ_THREADS = min(4, os.cpu_count() or 1)
 LISTED_SERIES = 5  # series named in the error for a source that holds several
 #: Companions of images in a data folder (tables, label maps, documents): `scan` does not read them.
@@ -275,7 +278,7 @@ class ScanResult:
 
 
 def _series_uid(ds: Dataset) -> str:
-    return str(ds.get("SeriesInstanceUID", "") or "(no SeriesInstanceUID)")
+    return str(_header_value(ds, "SeriesInstanceUID") or "(no SeriesInstanceUID)")
 
 
 def _group_by_series(files: list[_File]) -> dict[str, list[_File]]:
@@ -287,7 +290,7 @@ def _group_by_series(files: list[_File]) -> dict[str, list[_File]]:
 
 def _describe_group(uid: str, members: list[_File]) -> SeriesInfo:
     first = members[0][1]
-    sizes = Counter((int(ds.Rows), int(ds.Columns)) for _, ds, _ in members)
+    sizes = Counter(_size(ds) for _, ds, _ in members)
     (rows, columns), _ = sizes.most_common(1)[0]
     planes = Counter()
     geometries = [g for _, ds, _ in members for g in _frame_geometries(ds) if g is not None]
@@ -351,17 +354,42 @@ class _Frame:
 
 def _n_frames(ds: Dataset) -> int:
     try:
-        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+        return max(1, int(_header_value(ds, "NumberOfFrames") or 1))
     except (TypeError, ValueError):
         return 1
 
 
 def _header_value(ds: Dataset, keyword: str):
-    """A header value, converted; None when absent or unreadable (garbage VRs raise)."""
+    """A header value, converted; None when absent or unreadable (garbage VRs raise).
+
+    Plain values are converted from the raw bytes (`plain_value`): pydicom's own conversion
+    was most of the time spent on a large series after its headers were parsed.
+    """
+    tag = _TAG_OF.get(keyword) or pydicom.tag.Tag(keyword)
+    element = ds.get_item(tag)
+    if element is None:
+        return None
+    if isinstance(element, RawDataElement):
+        value = plain_value(element, element.VR if element.VR not in (None, "UN") else _vr_of(tag))
+        if value is not NotImplemented:
+            return value
     try:
         return ds.get(keyword)
     except Exception:
         return None
+
+
+@functools.lru_cache(maxsize=None)
+def _vr_of(tag: int) -> str | None:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
+def _size(ds: Dataset) -> tuple[int, int]:
+    """(Rows, Columns) of a file the reader kept (both checked positive)."""
+    return int(_header_value(ds, "Rows")), int(_header_value(ds, "Columns"))
 
 
 def _image_type(ds: Dataset) -> list[str]:
@@ -373,7 +401,7 @@ def _image_type(ds: Dataset) -> list[str]:
 def _raw(ds: Dataset, keyword: str):
     """Value of an element without pydicom's conversion (bytes for a not-yet-parsed
     text element: much faster for the few numbers read from every file)."""
-    element = ds.get_item(keyword) if keyword in ds else None
+    element = ds.get_item(_TAG_OF.get(keyword) or pydicom.tag.Tag(keyword))
     return None if element is None else element.value
 
 
@@ -414,6 +442,12 @@ def _unit_cosines(iop: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | Non
     return row, column / np.linalg.norm(column)
 
 
+def _functional_groups(ds: Dataset) -> tuple[Dataset | None, Sequence | None]:
+    """The shared functional group and the per-frame ones of an enhanced file (None if absent)."""
+    shared = _header_value(ds, "SharedFunctionalGroupsSequence")
+    return (shared[0] if shared else None), _header_value(ds, "PerFrameFunctionalGroupsSequence")
+
+
 def _frame_geometries(ds: Dataset) -> list[SourceImage | None]:
     """Geometry of every frame of a file; None for a frame without usable geometry.
 
@@ -423,9 +457,8 @@ def _frame_geometries(ds: Dataset) -> list[SourceImage | None]:
     at GridFrameOffsetVector offsets, else SpacingBetweenSlices, else SliceThickness.
     """
     n = _n_frames(ds)
-    sop = str(ds.get("SOPInstanceUID", "") or "")
-    shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    sop = str(_header_value(ds, "SOPInstanceUID") or "")
+    shared, per_frame = _functional_groups(ds)
     per_frame = per_frame if per_frame is not None and len(per_frame) == n else [None] * n
 
     top_iop = _floats(_raw(ds, "ImageOrientationPatient"), 6)
@@ -458,7 +491,7 @@ def _frame_geometries(ds: Dataset) -> list[SourceImage | None]:
 def _stack_offsets(ds: Dataset, n: int) -> np.ndarray | None:
     if n == 1:
         return None
-    grid = ds.get("GridFrameOffsetVector")
+    grid = _header_value(ds, "GridFrameOffsetVector")
     if grid is not None:
         values = _floats(grid, n)
         if values is not None:
@@ -479,7 +512,7 @@ def _rescale(ds: Dataset, group: Dataset | None, shared: Dataset | None) -> tupl
     values = []
     for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
         value = _group_value((group, shared), "PixelValueTransformationSequence", keyword)
-        value = ds.get(keyword) if value is None else value
+        value = _header_value(ds, keyword) if value is None else value
         try:
             value = float(value)
         except (TypeError, ValueError):
@@ -493,12 +526,11 @@ def _frames_of(file_index: int, ds: Dataset) -> list[_Frame | None]:
     image_type = _image_type(ds)
     is_localizer = "LOCALIZER" in image_type
     try:
-        instance = int(ds.get("InstanceNumber", 0) or 0)
+        instance = int(_header_value(ds, "InstanceNumber") or 0)
     except (TypeError, ValueError):
         instance = 0
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
-    size = (int(ds.Rows), int(ds.Columns))
+    shared, per_frame = _functional_groups(ds)
+    size = _size(ds)
     frames: list[_Frame | None] = []
     for index, geometry in enumerate(_frame_geometries(ds)):
         if geometry is None:
@@ -558,7 +590,7 @@ def _decode(file: _File) -> np.ndarray:
     pydicom's decoders on a full read of that one file.
     """
     item, ds = file.item, file.ds
-    rows, columns, n = int(ds.Rows), int(ds.Columns), _n_frames(ds)
+    (rows, columns), n = _size(ds), _n_frames(ds)
     syntax = _syntax(ds)
     native = syntax in _NATIVE_LITTLE_ENDIAN or (syntax is None and ds.original_encoding[1] is not False)
     if native and file.pixels_at >= 0:
@@ -582,10 +614,10 @@ def _decode(file: _File) -> np.ndarray:
 def _read_native(file: _File, rows: int, columns: int, n: int) -> np.ndarray | None:
     """Uncompressed little-endian integer pixels, read into the array; None to defer to pydicom."""
     ds = file.ds
-    bits = int(ds.get("BitsAllocated", 16) or 16)
+    bits = int(_header_value(ds, "BitsAllocated") or 16)
     if bits not in (8, 16, 32):
         return None
-    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    signed = int(_header_value(ds, "PixelRepresentation") or 0) == 1
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
     raw = np.empty((n, rows, columns), dtype=dtype)
     with file.item.open() as fp:
@@ -600,7 +632,7 @@ def _read_native(file: _File, rows: int, columns: int, n: int) -> np.ndarray | N
         received = fp.readinto(memoryview(raw).cast("B"))
     if min(length, received) < raw.nbytes:
         raise _FileProblem(f"{file.item.name} is truncated (pixel data is {min(length, received)} of {raw.nbytes} bytes).")
-    stored = int(ds.get("BitsStored", bits) or bits)
+    stored = int(_header_value(ds, "BitsStored") or bits)
     if 0 < stored < bits:  # bits above BitsStored are not part of the value
         unsigned = dtype.str.replace("i", "u")
         values = raw.view(unsigned) & np.array((1 << stored) - 1, dtype=unsigned)
@@ -656,7 +688,7 @@ def load_series(
     else:
         members = next(iter(groups.values()))
 
-    total = sum(int(ds.Rows) * int(ds.Columns) * _n_frames(ds) for _, ds, _ in members)
+    total = sum(int(np.prod(_size(ds))) * _n_frames(ds) for _, ds, _ in members)
     if total > max_voxels:
         raise IngestError(
             f"The series is too large: {total:,} voxels in its headers, above the limit of {max_voxels:,}."
@@ -697,8 +729,9 @@ def _greyscale_only(members: list[_File], warnings: list[str]) -> list[_File]:
     kept, colour = [], []
     for file in members:
         item, ds = file.item, file.ds
-        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-        if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or not photometric.startswith("MONOCHROME"):
+        photometric = _header_value(ds, "PhotometricInterpretation")
+        photometric = "MONOCHROME2" if photometric is None else str(photometric).upper()
+        if int(_header_value(ds, "SamplesPerPixel") or 1) != 1 or not photometric.startswith("MONOCHROME"):
             colour.append(f"{item.name} is a colour image ({photometric}); only greyscale CT and MR are supported.")
         else:
             kept.append(file)
@@ -712,7 +745,7 @@ def _greyscale_only(members: list[_File], warnings: list[str]) -> list[_File]:
 def _drop_repeated_files(members: list[_File]) -> tuple[list[_File], int]:
     seen, kept = set(), []
     for file in members:
-        key = str(file.ds.get("SOPInstanceUID", "")) or file.item.name
+        key = str(_header_value(file.ds, "SOPInstanceUID") or "") or file.item.name
         if key in seen:
             continue
         seen.add(key)
@@ -888,8 +921,8 @@ def _assemble(
     syntaxes = sorted({str(getattr(ds.file_meta.get("TransferSyntaxUID"), "name", "unknown"))
                        for _, ds, _ in members if hasattr(ds, "file_meta")})
     info = {
-        "rows": int(first.Rows),
-        "columns": int(first.Columns),
+        "rows": _size(first)[0],
+        "columns": _size(first)[1],
         "n_files": len({f.file_index for f in stack}),
         "n_images": len(stack),
         "plane": plane_of_normal(normal),

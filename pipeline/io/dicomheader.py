@@ -32,6 +32,8 @@ _KNOWN_VRS = {vr.value.encode() for vr in VR}
 _FIRST_READ = 16384
 _MAX_HEADER = 1 << 20  # a header longer than this is read by pydicom
 _CHARACTER_SET = 0x00080005
+_BINARY_NUMBERS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
+_NUMBER_TEXT = frozenset(b"0123456789.+-eE \\")
 
 
 class _Short(Exception):
@@ -60,6 +62,38 @@ def read_header(fp: BinaryIO, wanted: set[int]) -> tuple[Dataset, int] | None:
             data += fp.read(size - len(data))
         except (_Unusual, struct.error, ValueError, KeyError):
             return None
+
+
+def plain_value(element: RawDataElement, vr: str | None):
+    """The value pydicom gives a raw element of a plain VR (binary numbers, IS, DS, CS, UI),
+    converted without pydicom's machinery (about 50 µs an element, and a reader needs dozens
+    per file); ``NotImplemented`` where pydicom must convert it (another VR, an empty or
+    big-endian value, a character or number pydicom would judge).
+
+    These VRs are decoded as ASCII whatever the file's character set, by pydicom as here.
+    """
+    value = element.value
+    if not isinstance(value, bytes) or not value or not element.is_little_endian:
+        return NotImplemented
+    if vr in _BINARY_NUMBERS:
+        code = _BINARY_NUMBERS[vr]
+        count, rest = divmod(len(value), struct.calcsize(code))
+        if rest:
+            return NotImplemented
+        numbers = struct.unpack(f"<{count}{code}", value)
+        return numbers[0] if count == 1 else list(numbers)
+    if vr in ("IS", "DS"):
+        if not _NUMBER_TEXT.issuperset(value):
+            return NotImplemented
+        try:
+            numbers = [(int if vr == "IS" else float)(part) for part in value.split(b"\\")]
+        except ValueError:  # an empty or odd number: pydicom's rules
+            return NotImplemented
+        return numbers[0] if len(numbers) == 1 else numbers
+    if vr in ("CS", "UI") and value.isascii():
+        items = value.decode("ascii").rstrip(" \x00").split("\\")
+        return items[0] if len(items) == 1 else items
+    return NotImplemented
 
 
 def _parse(data: bytes, wanted: set[int]) -> tuple[Dataset, int]:
@@ -93,22 +127,29 @@ def _text(element: RawDataElement | None) -> str:
     return element.value.decode("ascii", "replace").strip("\x00 ")
 
 
+_IMPLICIT = struct.Struct("<HHI")  # group, element, 4-byte length
+_EXPLICIT = struct.Struct("<HH2sH")  # group, element, VR, 2-byte length
+_LENGTH = struct.Struct("<I")
+_VR_NAMES = {vr: vr.decode() for vr in _KNOWN_VRS}
+
+
 def _element_header(data: bytes, position: int, implicit: bool) -> tuple[int, bytes | None, int, int]:
     """(tag, VR or None, value length, where the value starts) of the element at ``position``."""
     if position + 8 > len(data):
         raise _Short
-    group, element = struct.unpack_from("<HH", data, position)
-    tag = group << 16 | element
-    if implicit or group == 0xFFFE:  # items and delimiters have no VR
-        return tag, None, struct.unpack_from("<I", data, position + 4)[0], position + 8
-    vr = data[position + 4:position + 6]
+    if implicit:
+        group, element, length = _IMPLICIT.unpack_from(data, position)
+        return group << 16 | element, None, length, position + 8
+    group, element, vr, length = _EXPLICIT.unpack_from(data, position)
+    if group == 0xFFFE:  # items and delimiters have no VR
+        return group << 16 | element, None, _LENGTH.unpack_from(data, position + 4)[0], position + 8
     if vr not in _KNOWN_VRS:
         raise _Unusual  # pydicom guesses here; its guess is the reference
     if vr in _LONG_VRS:
         if position + 12 > len(data):
             raise _Short
-        return tag, vr, struct.unpack_from("<I", data, position + 8)[0], position + 12
-    return tag, vr, struct.unpack_from("<H", data, position + 6)[0], position + 8
+        return group << 16 | element, vr, _LENGTH.unpack_from(data, position + 8)[0], position + 12
+    return group << 16 | element, vr, length, position + 8
 
 
 def _elements(data: bytes, position: int, implicit: bool, wanted: set[int] | None,
@@ -116,9 +157,10 @@ def _elements(data: bytes, position: int, implicit: bool, wanted: set[int] | Non
     """The raw elements from ``position`` on (those of ``wanted``; all when None), until the
     pixel data (their offset returned), the end of ``group`` (the position after it)."""
     found = {}
+    end = len(data)
     while True:
-        if group is not None and (position + 2 > len(data) or struct.unpack_from("<H", data, position)[0] != group):
-            if position + 2 > len(data):
+        if group is not None and (position + 2 > end or data[position] | data[position + 1] << 8 != group):
+            if position + 2 > end:
                 raise _Short
             return found, position
         tag, vr, length, start = _element_header(data, position, implicit)
@@ -131,14 +173,15 @@ def _elements(data: bytes, position: int, implicit: bool, wanted: set[int] | Non
                 raise _Unusual  # a sequence (or encapsulated value) the caller wants: pydicom's
             position = _skip_sequence(data, start, implicit)
             continue
-        if start + length > len(data):
+        position = start + length
+        if position > end:
             raise _Short
         if wanted is None or tag in wanted:
             if (vr == b"SQ") or (vr is None and dictionary_VR(tag) == "SQ"):
                 raise _Unusual  # a wanted sequence: pydicom parses its items
-            found[BaseTag(tag)] = RawDataElement(BaseTag(tag), None if vr is None else vr.decode(), length,
-                                             data[start:start + length], start, implicit, True)
-        position = start + length
+            tag = BaseTag(tag)
+            found[tag] = RawDataElement(tag, None if vr is None else _VR_NAMES[vr], length, data[start:position],
+                                        start, implicit, True)
 
 
 def _skip_sequence(data: bytes, position: int, implicit: bool) -> int:
