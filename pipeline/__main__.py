@@ -367,13 +367,16 @@ def _print_candidates(candidates: list[dict]) -> None:
 def _write_outputs(args: argparse.Namespace, predictor, prediction) -> list[tuple[str, Path]] | None:
     """The files ``predict`` was asked for (--heatmap, --sr, --seg); None after saying why one
     could not be made."""
-    from pipeline.inference import export
     from pipeline.io.nifti import save_nifti
 
     written = []
     if args.heatmap:
         heatmap, affine = prediction.heatmap_on_source()
         written.append(("heatmap (NIfTI, on the source grid)", save_nifti(args.heatmap, heatmap, affine)))
+    if not (args.sr or args.seg):
+        return written
+    from pipeline.inference import export  # highdicom: imported only for the DICOM outputs (~0.3 s)
+
     algorithm = predictor.algorithm()
     makers = [(args.sr, "DICOM SR measurement report", export.structured_report),
               (args.seg, "DICOM Segmentation of the heatmap", export.segmentation)]
