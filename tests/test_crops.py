@@ -37,7 +37,8 @@ def _plans(points, locations, spacing=(0.8, 0.8, 0.8), volume=0, start=(0, 0, 0)
 
 
 def _join(*plans: CropPlans) -> CropPlans:
-    return CropPlans(*(np.concatenate([getattr(p, f.name) for p in plans]) for f in fields(CropPlans)))
+    return CropPlans(*(np.concatenate([getattr(p, f.name) for p in plans]) if getattr(plans[0], f.name) is not None
+                       else None for f in fields(CropPlans)))
 
 
 def test_heatmap_targets_are_spheres_around_the_localizer_with_an_ignored_ring():
@@ -232,3 +233,65 @@ def test_modality_balance_draws_each_modality_alike():
     assert weights[:9].sum() == weights[9:].sum()  # every modality alike
     half = modality_weights(modalities, 0.5)
     assert 1 < half[9] / half[0] < 9
+
+
+def _ramp(shape) -> np.ndarray:
+    z, y, x = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    return 0.004 * z + 0.002 * y + 0.001 * x
+
+
+def test_a_zoomed_crop_samples_a_region_zoom_times_its_size_trilinearly():
+    shape = (90, 100, 80)
+    bank = _bank(_ramp(shape))
+    aneurysms = Aneurysms.of(bank.uids, {bank.uids[0]: np.array([[45.0, 50.0, 40.0]])}, {bank.uids[0]: np.array([0])})
+    plans = plan_crops(bank, aneurysms, np.zeros(24, int), np.zeros(24, int), 32, np.random.default_rng(1),
+                       symmetry_share=0.5, scale_share=1.0)
+    assert ((plans.zooms >= 0.7) & (plans.zooms <= 1.4)).all() and plans.zooms.std() > 0.1
+    slopes = np.array([0.004, 0.002, 0.001])
+    for crop, start, axes, flips, zoom in zip(cut_crops(bank, plans, 32).numpy(), plans.starts, plans.axes,
+                                              plans.flips, plans.zooms):
+        steps = np.arange(32)
+        along = np.where(flips[:, None], 31 - steps, steps)
+        coords = start[axes][:, None] + (along + 0.5) * zoom - 0.5  # (3, s): volume coordinate along axes[o]
+        expected = sum(slopes[axes[o]] * np.expand_dims(coords[o], [a for a in range(3) if a != o]) for o in range(3))
+        inside = [(c >= 0) & (c <= shape[axes[o]] - 1) for o, c in enumerate(coords)]
+        mask = inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
+        assert mask.mean() > 0.5
+        np.testing.assert_allclose(crop[mask], expected[mask], atol=2e-3)  # float16 bank
+        span = abs(crop[31, 16, 16] - crop[0, 16, 16]) if mask[[0, 31], 16, 16].all() else None
+        if span is not None:  # a region zoom times the crop: 31 steps cover 31 * zoom voxels
+            assert abs(span - slopes[axes[0]] * 31 * zoom) < 3e-3
+
+
+def test_a_zoomed_crop_keeps_its_aneurysm_and_labels_under_targets_scaled_alike():
+    point = np.array([[40.0, 50.0, 30.0]])
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in (90, 100, 80)], indexing="ij"), axis=-1)
+    ball = np.linalg.norm(grid - point[0], axis=-1) <= 4.0
+    bank = VolumeBank("cpu")
+    bank.fill([("s0", ball.astype(np.float16), np.full(3, 0.8), ball.astype(np.uint8))])
+    aneurysms = Aneurysms.of(bank.uids, {"s0": point}, {"s0": np.array([LEFT_MCA])})
+    plans = plan_crops(bank, aneurysms, np.zeros(24, int), np.zeros(24, int), 48, np.random.default_rng(2),
+                       scale_share=1.0)
+    crops = cut_crops(bank, plans, 48).numpy()
+    labels, _ = cut_vessels(bank, plans, 48)
+    for crop, label, points, zoom, spacing in zip(crops, labels.numpy(), plans.points, plans.zooms, plans.spacings):
+        assert crop[tuple(np.rint(points[0]).astype(int))] > 0.9  # the target follows the image
+        assert ((points[0] >= 8 - 1e-9) & (points[0] <= 40 + 1e-9)).all()  # at least 8 crop voxels inside
+        assert np.allclose(spacing, 0.8 * zoom)  # a crop voxel spans zoom voxels of the volume
+        ball_voxels = 4 / 3 * np.pi * (4.0 / zoom) ** 3
+        assert 0.7 < (crop > 0.5).sum() / ball_voxels < 1.3  # the dome seen zoom times smaller
+        assert ((label > 0) == (crop > 0.5)).mean() > 0.99  # the labels cut with the image
+    label, _, _ = heatmap_targets(plans, 48, 4.0, 10.0)
+    assert (label.sum(dim=(1, 2, 3)) > 0).all()  # every crop's target marks its aneurysm
+
+
+def test_the_scale_range_is_checked():
+    from pipeline.training.config import TrainConfig
+
+    for wrong in ((1.4, 0.7), (0.0, 1.2)):
+        try:
+            TrainConfig(datasets=("a.npz",), scale_range=wrong).validate()
+        except ValueError as exc:
+            assert "scale range" in str(exc)
+        else:
+            raise AssertionError(f"{wrong} accepted")

@@ -17,11 +17,15 @@ Spatial augmentation moves the crop and its aneurysm points together, so the tar
 exact: a left-right flip half the time (x, array axis 2 of the canonical SPL orientation,
 is the patient's left-right axis: the Left and Right location labels swap with it), and for
 ``symmetry_share`` of the crops a random rotation/reflection (a dome is a dome whichever way
-it points), after which the location labels are unknown (-1).
+it points), after which the location labels are unknown (-1). For ``scale_share`` of the
+crops, a zoom: the crop samples a region ``zoom`` times its size, trilinearly (labels: the
+nearest voxel), and its voxels count as ``zoom`` times the volume's spacing in the targets, so
+that vessels and aneurysms of other calibres are seen with their labels scaled alike.
 """
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,32 +170,46 @@ class CropPlans:
     locations: np.ndarray  # (B, k) location indices; Left/Right swapped when mirrored, -1 once rotated
     present: np.ndarray  # (B, k) bool: a real aneurysm (rows are padded)
     spacings: np.ndarray  # (B, 3) mm per voxel along the crop's axes
+    zooms: np.ndarray | None = None  # (B,) volume voxels per crop voxel; None: 1 for every crop
 
 
-def crop_starts(shapes: np.ndarray, size: int, targets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Where ``size``-voxel crops start in volumes of ``shapes`` (B, 3; padded with 0 up to
-    ``size`` where smaller): anywhere, or, for the rows of ``targets`` (B, 3) that are not
-    NaN, so that the target lies at least 8 voxels inside."""
+def crop_starts(shapes: np.ndarray, size: int | np.ndarray, targets: np.ndarray, rng: np.random.Generator,
+                reach: float | np.ndarray = CENTRE_REACH) -> np.ndarray:
+    """Where ``size``-voxel crops (one size, or one per crop) start in volumes of ``shapes``
+    (B, 3; padded with 0 up to ``size`` where smaller): anywhere, or, for the rows of
+    ``targets`` (B, 3) that are not NaN, so that the target lies at least ``reach`` voxels
+    (one, or one per crop) inside."""
+    size, reach = np.reshape(size, (-1, 1)), np.reshape(reach, (-1, 1))
     room = np.maximum(np.asarray(shapes) - size, 0)
     aimed = ~np.isnan(targets)
     targets = np.where(aimed, targets, 0.0)
-    low = np.where(aimed, np.clip(np.ceil(targets - size + CENTRE_REACH), 0, room), 0).astype(np.int64)
-    high = np.where(aimed, np.clip(np.floor(targets - CENTRE_REACH), 0, room), room).astype(np.int64)
+    low = np.where(aimed, np.clip(np.ceil(targets - size + reach), 0, room), 0).astype(np.int64)
+    high = np.where(aimed, np.clip(np.floor(targets - reach), 0, room), room).astype(np.int64)
     high = np.maximum(low, high)
     return low + np.floor(rng.random(low.shape) * (high - low + 1)).astype(np.int64)
 
 
 def plan_crops(bank: VolumeBank, aneurysms: Aneurysms, volumes: np.ndarray, around: np.ndarray, size: int,
-               rng: np.random.Generator, symmetry_share: float = 0.0, centres: np.ndarray | None = None) -> CropPlans:
+               rng: np.random.Generator, symmetry_share: float = 0.0, centres: np.ndarray | None = None,
+               scale_share: float = 0.0, scale_range: tuple[float, float] = (0.7, 1.4)) -> CropPlans:
     """Crops of the bank's ``volumes`` (B,): around aneurysm ``around`` of their series, else
     around the voxel of ``centres`` (B, 3; NaN: none), else anywhere; a left-right flip half
     the time and, for ``symmetry_share`` of the crops, a random rotation/reflection (uniform
-    over the 48 of the cube), which drops the location labels."""
+    over the 48 of the cube), which drops the location labels; for ``scale_share`` of them a
+    zoom drawn log-uniformly in ``scale_range`` (volume voxels per crop voxel)."""
     n = len(volumes)
     points = aneurysms.points[volumes]
     targets = np.where(around[:, None] >= 0, points[np.arange(n), np.maximum(around, 0)],
                        np.nan if centres is None else centres)
-    starts = crop_starts(bank.shapes[volumes], size, targets, rng)
+    zooms = None
+    if scale_share > 0:  # drawn only then: the batches of runs without zoom stay what they were
+        low, high = np.log(scale_range)
+        zooms = np.where(rng.random(n) < scale_share, np.exp(low + rng.random(n) * (high - low)), 1.0)
+        # the region a crop samples, and the reach that keeps a target CENTRE_REACH crop voxels inside
+        starts = crop_starts(bank.shapes[volumes], (size + 1) * zooms - 1, targets, rng,
+                             (CENTRE_REACH + 0.5) * zooms - 0.5)
+    else:
+        starts = crop_starts(bank.shapes[volumes], size, targets, rng)
     mirrored, turned = rng.random(n) < 0.5, rng.random(n) < symmetry_share
     axes = np.where(turned[:, None], rng.permuted(np.tile(np.arange(3), (n, 1)), axis=1), np.arange(3))
     flips = np.where(turned[:, None], rng.random((n, 3)) < 0.5, np.array([False, False, True]) & mirrored[:, None])
@@ -199,17 +217,24 @@ def plan_crops(bank: VolumeBank, aneurysms: Aneurysms, volumes: np.ndarray, arou
     known = locations >= 0
     locations = np.where(known & (mirrored & ~turned)[:, None], MIRROR[np.maximum(locations, 0)], locations)
     locations = np.where(turned[:, None], -1, locations)
-    points = np.take_along_axis(points - starts[:, None], axes[:, None], axis=2)
+    points = points - starts[:, None]
+    spacings = bank.spacings[volumes]
+    if zooms is not None:
+        points = (points + 0.5) / zooms[:, None, None] - 0.5
+        spacings = spacings * zooms[:, None]
+    points = np.take_along_axis(points, axes[:, None], axis=2)
     points = np.where(flips[:, None], size - 1 - points, points)
     present = np.arange(points.shape[1]) < aneurysms.counts[volumes][:, None]
     return CropPlans(volumes, starts, axes, flips, points, locations, present,
-                     np.take_along_axis(bank.spacings[volumes], axes, axis=1))
+                     np.take_along_axis(spacings, axes, axis=1), zooms)
 
 
 def cut_crops(bank: VolumeBank, plans: CropPlans, size: int) -> torch.Tensor:
     """The planned crops (B, s, s, s) as float32 on the bank's device, 0 (the builder's fill)
     past a volume's edge: one gather, the orientation folded into its indices."""
-    index, inside = _gather_index(bank, plans, size)
+    if plans.zooms is not None:
+        return _interpolated(bank, plans, size)
+    index, inside = _gather_index(bank, _voxels(plans, size), plans)
     crops = bank.data[index].float()
     return crops if inside is None else crops * inside
 
@@ -220,20 +245,46 @@ def cut_vessels(bank: VolumeBank, plans: CropPlans, size: int) -> tuple[torch.Te
     labelled = _to_device(np.ascontiguousarray(bank.labelled[plans.volumes]), bank.device)
     if not len(bank.vessels):
         return torch.zeros((len(plans.volumes),) + (size,) * 3, dtype=torch.uint8, device=bank.device), labelled
-    index, inside = _gather_index(bank, plans, size)
+    voxels = _voxels(plans, size)
+    index, inside = _gather_index(bank, voxels if plans.zooms is None else np.rint(voxels).astype(np.int64), plans)
     labels = bank.vessels[index]
     return (labels if inside is None else labels * inside), labelled
 
 
-def _gather_index(bank: VolumeBank, plans: CropPlans, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Flat bank indices of every voxel of the planned crops (B, s, s, s), and the mask of
-    those inside their volume (None when all are)."""
+def _voxels(plans: CropPlans, size: int) -> np.ndarray:
+    """(B, 3, s): the volume coordinate, along volume axis ``axes[o]``, of step t along crop
+    axis o of each planned crop; whole voxels when no crop is zoomed."""
+    steps = np.arange(size)
+    along = np.where(plans.flips[..., None], size - 1 - steps, steps)
+    starts = np.take_along_axis(plans.starts, plans.axes, axis=1)[..., None]
+    if plans.zooms is None:
+        return starts + along
+    return starts + (along + 0.5) * plans.zooms[:, None, None] - 0.5
+
+
+def _interpolated(bank: VolumeBank, plans: CropPlans, size: int) -> torch.Tensor:
+    """Zoomed crops (B, s, s, s): the trilinear interpolation of the bank at `_voxels`, 0 (the
+    builder's fill) past a volume's edge; one gather per corner of the voxels' cells."""
+    voxels = _voxels(plans, size)
+    lower = np.floor(voxels).astype(np.int64)
+    upper_weight = _to_device(np.ascontiguousarray(voxels - lower, np.float32), bank.device)
+    crops = None
+    for corner in itertools.product((0, 1), repeat=3):
+        index, inside = _gather_index(bank, lower + np.reshape(corner, (1, 3, 1)), plans)
+        along = [upper_weight[:, o] if corner[o] else 1 - upper_weight[:, o] for o in range(3)]
+        weight = along[0][:, :, None, None] * along[1][:, None, :, None] * along[2][:, None, None, :]
+        values = bank.data[index].float() * (weight if inside is None else weight * inside)
+        crops = values if crops is None else crops + values
+    return crops
+
+
+def _gather_index(bank: VolumeBank, voxels: np.ndarray, plans: CropPlans) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Flat bank indices of the planned crops' voxels (B, s, s, s), given ``voxels`` (B, 3, s)
+    whole volume coordinates (see `_voxels`), and the mask of those inside their volume (None
+    when all are)."""
     shapes = bank.shapes[plans.volumes]
     strides = np.stack([shapes[:, 1] * shapes[:, 2], shapes[:, 2], np.ones(len(shapes), np.int64)], axis=1)
-    steps = np.arange(size)
-    along = np.where(plans.flips[..., None], size - 1 - steps, steps)  # (B, 3, s): crop axis o, step t
-    voxels = np.take_along_axis(plans.starts, plans.axes, axis=1)[..., None] + along  # in volume axis axes[o]
-    inside = voxels < np.take_along_axis(shapes, plans.axes, axis=1)[..., None]
+    inside = (voxels >= 0) & (voxels < np.take_along_axis(shapes, plans.axes, axis=1)[..., None])
     offsets = np.where(inside, voxels, 0) * np.take_along_axis(strides, plans.axes, axis=1)[..., None]
     offsets[:, 0] += bank.offsets[plans.volumes][:, None]
     offsets = _to_device(offsets, bank.device)
@@ -332,7 +383,8 @@ def draw_batch(bank: VolumeBank, aneurysms: Aneurysms, config: TrainConfig, rng:
     on_vessel = (around < 0) & (bank.vessel_counts[volumes] > 0) & (rng.random(size) < config.vessel_crop_share)
     which = np.floor(rng.random(size) * np.maximum(bank.vessel_counts[volumes], 1)).astype(np.int64)
     centres = np.where(on_vessel[:, None], bank.vessel_points[volumes, which], np.nan)
-    plans = plan_crops(bank, aneurysms, volumes, around, config.crop, rng, config.symmetry_share, centres)
+    plans = plan_crops(bank, aneurysms, volumes, around, config.crop, rng, config.symmetry_share, centres,
+                       config.scale_share, config.scale_range)
     crops = augment(cut_crops(bank, plans, config.crop)[:, None], rng, config.augment)
     targets = heatmap_targets(plans, config.crop, config.positive_radius_mm, config.ignore_radius_mm, bank.device)
     return Batch(crops, *targets, *vessel_targets(*cut_vessels(bank, plans, config.crop), plans))
